@@ -1,0 +1,87 @@
+"""The envelope every stored event travels in: identity, order, time, who and where."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from senflow.events.catalogue import Event
+from senflow.events.codes import URN
+
+TrustId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", examples=["trust-7"])]
+UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._@:-]{1,120}$", examples=["senco.smith"])]
+
+
+class Role(StrEnum):
+    CLASS_TEACHER = "class_teacher"
+    TEACHING_ASSISTANT = "teaching_assistant"
+    SENCO = "senco"
+    SENIOR_LEADER = "senior_leader"
+    TRUST_SEND_LEAD = "trust_send_lead"
+    AUDITOR = "auditor"
+    INTEGRATION = "integration"
+    SYSTEM = "system"  # the scheduler and other senflow services
+
+
+class Actor(BaseModel):
+    """Who recorded the event (a user id, never a name: actors appear on the bus)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    user_id: UserId
+    role: Role
+
+
+class Tenant(BaseModel):
+    """Where the event belongs: the trust and the school (by URN)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    trust_id: TrustId
+    school_urn: URN
+
+
+class NewEvent(BaseModel):
+    """An event ready to append: everything but the store-assigned fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_id: UUID
+    data: Event
+    occurred_at: AwareDatetime
+    actor: Actor
+    tenant: Tenant
+    correlation_id: UUID
+    causation_id: UUID | None = None
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.event_type)
+
+
+class RecordedEvent(BaseModel):
+    """An event as the store holds it.
+
+    ``version`` counts the pupil's stream from 1; ``position`` is the global
+    order assigned at append (commit order, see the store); ``occurred_at`` is
+    when it happened in school and ``recorded_at`` when senflow stored it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_id: UUID
+    stream_id: UUID
+    version: Annotated[int, Field(ge=1)]
+    position: Annotated[int, Field(ge=1)]
+    schema_version: Annotated[int, Field(ge=1)]
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    actor: Actor
+    tenant: Tenant
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    data: Event
+    hash: str | None = None
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.event_type)

@@ -1,0 +1,122 @@
+"""Commands: what a person (or the MIS) asks senflow to record.
+
+Every command names the pupil, who is asking, when it happened in school and,
+optionally, the stream version it was decided against. Its payload is the
+content of the event it asks for, so command and event cannot drift apart.
+``command_id`` makes a command idempotent: the same id, retried, returns the
+first result and records nothing new.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Annotated, Any, Literal, Union
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    create_model,
+    field_validator,
+)
+
+from senflow.events import catalogue as ev
+from senflow.events.envelope import Actor, Tenant
+from senflow.services.workflow.calendar import SCHOOL_TZ
+
+# command name -> the event its payload describes
+COMMAND_EVENTS: dict[str, type[ev.EventData]] = {
+    "register_pupil": ev.PupilRegistered,
+    "raise_concern": ev.ConcernRaised,
+    "record_parent_views": ev.ParentViewsRecorded,
+    "record_pupil_views": ev.PupilViewsRecorded,
+    "record_assessment": ev.AssessmentRecorded,
+    "involve_specialist": ev.SpecialistInvolved,
+    "start_sen_support": ev.SenSupportStarted,
+    "reclassify_needs": ev.NeedsReclassified,
+    "agree_plan": ev.PlanAgreed,
+    "start_intervention": ev.InterventionStarted,
+    "record_intervention_session": ev.InterventionSessionRecorded,
+    "end_intervention": ev.InterventionEnded,
+    "record_progress": ev.ProgressRecorded,
+    "hold_parent_meeting": ev.ParentMeetingHeld,
+    "hold_review": ev.ReviewHeld,
+    "request_ehc_needs_assessment": ev.EhcNeedsAssessmentRequested,
+    "decide_ehc_needs_assessment": ev.EhcNeedsAssessmentDecided,
+    "issue_ehc_plan": ev.EhcPlanIssued,
+    "hold_ehc_annual_review": ev.EhcAnnualReviewHeld,
+    "end_sen_support": ev.SenSupportEnded,
+    "share_transition_information": ev.TransitionInformationShared,
+    "transfer_pupil": ev.PupilTransferred,
+    "record_pupil_left": ev.PupilLeft,
+    "correct_record": ev.RecordCorrected,
+}
+
+
+class CommandBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: UUID = Field(default_factory=uuid4)
+    pupil_id: UUID
+    expected_version: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Stream version the command was decided against; omit for any"
+    )
+    occurred_at: AwareDatetime = Field(
+        description="When it happened in school; a plain date means midday that day (UK time)"
+    )
+    actor: Actor
+    tenant: Tenant | None = Field(
+        default=None, description="Required to register; otherwise must match the pupil's school"
+    )
+    correlation_id: UUID | None = None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _date_means_midday(cls, value: Any) -> Any:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time(12), SCHOOL_TZ)
+        if isinstance(value, str) and len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(12), SCHOOL_TZ)
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.command  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def event_data(self) -> ev.EventData:
+        return self.payload  # type: ignore[attr-defined,no-any-return]
+
+
+def _command_model(name: str, event: type[ev.EventData]) -> type[CommandBase]:
+    class_name = "".join(part.title() for part in name.split("_"))
+    command_literal: Any = Literal[name]
+    return create_model(
+        class_name,
+        __base__=CommandBase,
+        __doc__=f"Asks for a {event.__name__} event. {event.__doc__ or ''}".strip(),
+        command=(command_literal, ...),
+        payload=(event, ...),
+    )
+
+
+COMMAND_MODELS: dict[str, type[CommandBase]] = {
+    name: _command_model(name, event) for name, event in COMMAND_EVENTS.items()
+}
+
+# Built from the table above, so it is typed loosely; each member is a CommandBase.
+Command: Any = Annotated[
+    Union[tuple(COMMAND_MODELS.values())],  # noqa: UP007
+    Field(discriminator="command"),
+]
+COMMAND_ADAPTER: TypeAdapter[CommandBase] = TypeAdapter(Command)
+
+
+def parse_command(raw: dict[str, Any] | str | bytes) -> CommandBase:
+    """Validate a command; raises pydantic.ValidationError naming field and rule."""
+    if isinstance(raw, (str, bytes)):
+        return COMMAND_ADAPTER.validate_json(raw)
+    return COMMAND_ADAPTER.validate_python(raw)

@@ -1,0 +1,301 @@
+"""A pupil's SEN state, folded from their events: ``state = replay(events)``.
+
+``evolve`` is total: it never rejects, because a stored event is a fact. The
+rules live in ``decide``. The same fold serves the write side, "as of" history
+and replay for auditors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Protocol
+from uuid import UUID
+
+from senflow.events import catalogue as ev
+from senflow.events.codes import SenProvision
+from senflow.events.envelope import Tenant
+from senflow.services.workflow.calendar import school_day
+
+
+class Fact(Protocol):
+    """What evolve needs of an event: NewEvent and RecordedEvent both qualify."""
+
+    @property
+    def event_id(self) -> UUID: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def tenant(self) -> Tenant: ...
+    @property
+    def data(self) -> ev.EventData: ...
+
+
+@dataclass(frozen=True)
+class Intervention:
+    intervention_id: UUID
+    plan_id: UUID
+    provision_id: str
+    name: str
+    started_on: date
+    entry_measure: ev.Measure | None
+    sessions: int = 0
+    minutes_delivered: int = 0
+    ended_on: date | None = None
+    exit_measure: ev.Measure | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.ended_on is None
+
+
+@dataclass(frozen=True)
+class Plan:
+    plan_id: UUID
+    agreed_on: date
+    outcome_ids: tuple[str, ...]
+    provisions: tuple[ev.Provision, ...]
+    review_date: date
+    reviewed_on: date | None = None
+
+
+@dataclass(frozen=True)
+class ProvisionSpell:
+    """A period on one census SEN provision, for the register and the CTF history."""
+
+    provision: SenProvision
+    start: date
+    end: date | None = None
+
+
+@dataclass(frozen=True)
+class PupilState:
+    version: int = 0
+    registered: bool = False
+    upn: str | None = None
+    year_group: str | None = None
+    tenant: Tenant | None = None
+    on_roll: bool = False
+    left_on: date | None = None
+    erased: bool = False
+    provision: SenProvision = SenProvision.NO_SEN
+    provision_history: tuple[ProvisionSpell, ...] = ()
+    needs: tuple[ev.RankedNeed, ...] = ()
+    concerns_raised: int = 0
+    assessments: tuple[date, ...] = ()
+    parent_views: tuple[date, ...] = ()
+    pupil_views: tuple[date, ...] = ()
+    specialists: tuple[str, ...] = ()
+    plan: Plan | None = None
+    plans_agreed: int = 0
+    interventions: tuple[Intervention, ...] = ()
+    parent_meetings: tuple[date, ...] = ()
+    reviews: tuple[date, ...] = ()
+    next_review_due: date | None = None
+    ehc_request: str | None = None  # None, "requested", "agreed_to_assess", "declined"
+    ehc_plan_since: date | None = None
+    ehc_last_review_on: date | None = None
+    ehc_next_review_due: date | None = None
+    transitions_shared: int = 0
+    corrections: int = 0
+    event_types: dict[UUID, str] = field(default_factory=dict, compare=True)
+
+    @property
+    def on_sen_register(self) -> bool:
+        return self.provision in (SenProvision.SEN_SUPPORT, SenProvision.EHC_PLAN)
+
+    def intervention(self, intervention_id: UUID) -> Intervention | None:
+        return next((i for i in self.interventions if i.intervention_id == intervention_id), None)
+
+    def running_interventions(self) -> tuple[Intervention, ...]:
+        return tuple(i for i in self.interventions if i.running)
+
+
+def _open_spell(state: PupilState, provision: SenProvision, day: date) -> PupilState:
+    history = _close_spell(state.provision_history, day)
+    if provision is not SenProvision.NO_SEN:
+        history = (*history, ProvisionSpell(provision, day))
+    return replace(state, provision=provision, provision_history=history)
+
+
+def _close_spell(history: tuple[ProvisionSpell, ...], day: date) -> tuple[ProvisionSpell, ...]:
+    if history and history[-1].end is None:
+        return (*history[:-1], replace(history[-1], end=day))
+    return history
+
+
+def _update_intervention(state: PupilState, updated: Intervention) -> PupilState:
+    return replace(
+        state,
+        interventions=tuple(
+            updated if i.intervention_id == updated.intervention_id else i
+            for i in state.interventions
+        ),
+    )
+
+
+def evolve(state: PupilState, fact: Fact) -> PupilState:
+    """The state after one more event."""
+    data, day = fact.data, school_day(fact.occurred_at)
+    state = replace(
+        state,
+        version=state.version + 1,
+        tenant=fact.tenant,
+        event_types={**state.event_types, fact.event_id: data.event_type},  # type: ignore[attr-defined]
+    )
+    match data:
+        case ev.PupilRegistered():
+            return replace(
+                state, registered=True, on_roll=True, upn=data.upn, year_group=data.year_group
+            )
+        case ev.ConcernRaised():
+            return replace(state, concerns_raised=state.concerns_raised + 1)
+        case ev.ParentViewsRecorded():
+            return replace(state, parent_views=(*state.parent_views, day))
+        case ev.PupilViewsRecorded():
+            return replace(state, pupil_views=(*state.pupil_views, day))
+        case ev.AssessmentRecorded():
+            return replace(state, assessments=(*state.assessments, day))
+        case ev.SpecialistInvolved():
+            return replace(state, specialists=(*state.specialists, data.specialist.value))
+        case ev.SenSupportStarted():
+            state = _open_spell(state, SenProvision.SEN_SUPPORT, day)
+            return replace(state, needs=tuple(data.needs))
+        case ev.NeedsReclassified():
+            return replace(state, needs=tuple(data.needs))
+        case ev.PlanAgreed():
+            plan = Plan(
+                plan_id=data.plan_id,
+                agreed_on=day,
+                outcome_ids=tuple(o.outcome_id for o in data.outcomes),
+                provisions=tuple(data.provisions),
+                review_date=data.review_date,
+            )
+            return replace(
+                state,
+                plan=plan,
+                plans_agreed=state.plans_agreed + 1,
+                next_review_due=data.review_date,
+            )
+        case ev.InterventionStarted():
+            provision = (
+                next(
+                    (p for p in state.plan.provisions if p.provision_id == data.provision_id), None
+                )
+                if state.plan
+                else None
+            )
+            started = Intervention(
+                intervention_id=data.intervention_id,
+                plan_id=data.plan_id,
+                provision_id=data.provision_id,
+                name=provision.name if provision else data.provision_id,
+                started_on=day,
+                entry_measure=data.entry_measure,
+            )
+            return replace(state, interventions=(*state.interventions, started))
+        case ev.InterventionSessionRecorded():
+            running = state.intervention(data.intervention_id)
+            if running is None:
+                return state
+            return _update_intervention(
+                state,
+                replace(
+                    running,
+                    sessions=running.sessions + (1 if data.attended else 0),
+                    minutes_delivered=running.minutes_delivered + data.minutes,
+                ),
+            )
+        case ev.InterventionEnded():
+            running = state.intervention(data.intervention_id)
+            if running is None:
+                return state
+            return _update_intervention(
+                state, replace(running, ended_on=day, exit_measure=data.exit_measure)
+            )
+        case ev.ProgressRecorded():
+            return state
+        case ev.ParentMeetingHeld():
+            return replace(state, parent_meetings=(*state.parent_meetings, day))
+        case ev.ReviewHeld():
+            reviewed = replace(state.plan, reviewed_on=day) if state.plan else None
+            return replace(
+                state,
+                reviews=(*state.reviews, day),
+                plan=reviewed,
+                next_review_due=data.next_review_date,
+            )
+        case ev.EhcNeedsAssessmentRequested():
+            return replace(state, ehc_request="requested")
+        case ev.EhcNeedsAssessmentDecided():
+            return replace(state, ehc_request=data.decision)
+        case ev.EhcPlanIssued():
+            state = _open_spell(state, SenProvision.EHC_PLAN, day)
+            return replace(
+                state,
+                needs=tuple(data.needs),
+                ehc_request=None,
+                ehc_plan_since=day,
+                ehc_next_review_due=data.first_review_due,
+            )
+        case ev.EhcAnnualReviewHeld():
+            return replace(state, ehc_last_review_on=day, ehc_next_review_due=data.next_review_due)
+        case ev.SenSupportEnded():
+            state = _open_spell(state, SenProvision.NO_SEN, day)
+            return replace(state, needs=(), plan=None, next_review_due=None)
+        case ev.TransitionInformationShared():
+            return replace(state, transitions_shared=state.transitions_shared + 1)
+        case ev.PupilTransferred():
+            return state
+        case ev.PupilLeft():
+            history = _close_spell(state.provision_history, day)
+            return replace(
+                state,
+                on_roll=False,
+                left_on=day,
+                provision_history=history,
+                next_review_due=None,
+                ehc_next_review_due=None,
+            )
+        case ev.RecordCorrected():
+            return replace(state, corrections=state.corrections + 1)
+        case ev.PersonalDataErased():
+            return replace(state, erased=True)
+    raise TypeError(f"no evolve for {type(data).__name__}")
+
+
+@dataclass(frozen=True)
+class _Corrected:
+    """A fact seen through its latest correction: same envelope, replaced content."""
+
+    event_id: UUID
+    occurred_at: datetime
+    tenant: Tenant
+    data: ev.EventData
+
+
+def effective(facts: Iterable[Fact]) -> list[Fact]:
+    """The facts with each corrected event's content replaced by its latest correction."""
+    facts = list(facts)
+    replacements = {
+        f.data.corrects_event_id: f.data.replacement
+        for f in facts
+        if isinstance(f.data, ev.RecordCorrected)
+    }
+    if not replacements:
+        return facts
+    return [
+        _Corrected(f.event_id, f.occurred_at, f.tenant, replacements[f.event_id])
+        if f.event_id in replacements
+        else f
+        for f in facts
+    ]
+
+
+def replay(facts: Iterable[Fact]) -> PupilState:
+    """Fold a whole stream, from its first event, corrections applied, into the state."""
+    state = PupilState()
+    for fact in effective(facts):
+        state = evolve(state, fact)
+    return state
