@@ -285,6 +285,8 @@ class InterventionStarted(EventData):
 
 
 class InterventionSessionRecorded(EventData):
+    """One session of an intervention delivered (or missed), for hours and attendance."""
+
     event_type: Literal["intervention_session_recorded"] = "intervention_session_recorded"
     intervention_id: UUID
     minutes: Annotated[int, Field(ge=0, le=480)]
@@ -302,6 +304,8 @@ class InterventionEnded(EventData):
 
 
 class ProgressRecorded(EventData):
+    """Progress towards an outcome between reviews, with a measure where there is one."""
+
     event_type: Literal["progress_recorded"] = "progress_recorded"
     outcome_id: ShortId | None = None
     measure: Measure | None = None
@@ -352,6 +356,8 @@ class ReviewHeld(EventData):
 
 
 class EhcNeedsAssessmentRequested(EventData):
+    """A request to the local authority for an EHC needs assessment (6.63)."""
+
     event_type: Literal["ehc_needs_assessment_requested"] = "ehc_needs_assessment_requested"
     requested_by: Literal["school", "parent", "young_person", "other"]
     local_authority: Annotated[str, Field(pattern=r"^[0-9]{3}$")] = Field(
@@ -361,6 +367,8 @@ class EhcNeedsAssessmentRequested(EventData):
 
 
 class EhcNeedsAssessmentDecided(EventData):
+    """The local authority's decision whether to carry out the assessment."""
+
     event_type: Literal["ehc_needs_assessment_decided"] = "ehc_needs_assessment_decided"
     decision: Literal["agreed_to_assess", "declined"]
     la_reference: Annotated[str, Field(max_length=40)] | None = None
@@ -390,6 +398,8 @@ class EhcAnnualReviewHeld(EventData):
 
 
 class SenSupportEnded(EventData):
+    """The pupil no longer needs SEN support (census provision back to N)."""
+
     event_type: Literal["sen_support_ended"] = "sen_support_ended"
     reason: Literal["needs_met", "no_longer_sen", "other"]
     note: PersonalText | None = None

@@ -1,0 +1,243 @@
+"""The `senflow` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import typer
+from pydantic import ValidationError
+
+from senflow.events.envelope import Actor, Role
+from senflow.services import bootstrap
+from senflow.services.settings import Settings
+from senflow.services.store.eventstore import StoreError
+from senflow.services.workflow.commands import parse_command
+
+app = typer.Typer(help="senflow: SEN support as an event-sourced workflow", no_args_is_help=True)
+db_app = typer.Typer(help="Database administration", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[Settings], Awaitable[T]]) -> T:
+    settings = Settings()
+    bootstrap.configure_logging(settings)
+    return asyncio.run(fn(settings))
+
+
+def _print(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as {field, rule, message}, with the command-name prefix dropped."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        if (
+            loc
+            and loc[0].replace("_", "").isalpha()
+            and len(loc) > 1
+            and loc[1]
+            in (
+                "payload",
+                "occurred_at",
+                "actor",
+                "tenant",
+                "pupil_id",
+                "command_id",
+                "expected_version",
+                "correlation_id",
+            )
+        ):
+            loc = loc[1:]  # drop the discriminator tag ("raise_concern.payload...")
+        out.append({"field": ".".join(loc), "rule": err["type"], "message": err["msg"]})
+    return out
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create the database if needed and apply pending migrations (safe to repeat)."""
+
+    async def go(settings: Settings) -> None:
+        from senflow.services.store.migrate import migrate
+
+        applied = await migrate(settings.database_url)
+        _print({"applied": [f"{m.version:04d}_{m.name}" for m in applied]})
+
+    _run(go)
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="JSON lines of commands; - for standard input")],
+) -> None:
+    """Run commands (one JSON object a line); print one JSON result a line.
+
+    Exits 1 if any command was invalid or rejected (the others still run).
+    """
+
+    async def go(settings: Settings) -> int:
+        failures = 0
+        stream = sys.stdin if file == "-" else Path(file).open(encoding="utf-8")
+        async with bootstrap.service(settings) as svc:
+            for n, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    command = parse_command(line)
+                except ValidationError as exc:
+                    failures += 1
+                    _print(
+                        {
+                            "ok": False,
+                            "line": n,
+                            "error": "invalid",
+                            "errors": validation_errors(exc),
+                        }
+                    )
+                    continue
+                try:
+                    result = await svc.handle(command)
+                except StoreError as exc:
+                    failures += 1
+                    _print(
+                        {
+                            "ok": False,
+                            "line": n,
+                            "error": type(exc).__name__,
+                            "message": str(exc),
+                            **_conflict(exc),
+                        }
+                    )
+                    continue
+                failures += 0 if result.accepted else 1
+                _print({"line": n, **result.as_json()})
+        return failures
+
+    raise typer.Exit(1 if _run(go) else 0)
+
+
+def _conflict(exc: StoreError) -> dict[str, Any]:
+    current = getattr(exc, "current", None)
+    return {"current_version": current} if current is not None else {}
+
+
+@app.command()
+def history(
+    pupil: UUID,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="YYYY-MM-DD: as it stood at the end of that day")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """A pupil's state and timeline, now or as it stood on a date."""
+
+    async def go(settings: Settings) -> dict[str, Any]:
+        async with bootstrap.service(settings) as svc:
+            day = date.fromisoformat(as_of) if as_of else None
+            return (await svc.history(pupil, day)).as_json()
+
+    try:
+        doc = _run(go)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        _print(doc)
+        return
+    s = doc["state"]
+    typer.echo(f"pupil {doc['pupil_id']} as of {doc['as_of'] or 'now'}")
+    typer.echo(
+        f"  provision {s['provision']}  needs "
+        f"{', '.join(n['type'] for n in s['needs']) or '-'}  "
+        f"next review {s['next_review_due'] or '-'}"
+    )
+    for e in doc["timeline"]:
+        typer.echo(
+            f"  v{e['version']:<3} {e['occurred_at'][:10]}  {e['event_type']:<32} "
+            f"{e['actor']['role']}:{e['actor']['user_id']}"
+        )
+
+
+@app.command()
+def verify(
+    pupil: Annotated[UUID | None, typer.Option("--pupil", help="Only this pupil")] = None,
+    trust: Annotated[str | None, typer.Option("--trust")] = None,
+    school: Annotated[str | None, typer.Option("--school", help="School URN")] = None,
+) -> None:
+    """Check the hash chains. Exit 0 if every chain holds, 1 naming the first break."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.services.store.verify import verify as run_verify
+
+        async with bootstrap.pool(settings) as pool:
+            return await run_verify(pool, pupil, trust, school)
+
+    report = _run(go)
+    _print(
+        {
+            "ok": report.ok,
+            "streams": report.streams,
+            "events": report.events,
+            "breaks": [b.describe() for b in report.breaks],
+        }
+    )
+    if not report.ok:
+        typer.echo(f"BROKEN: {report.breaks[0].describe()}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def forget(
+    pupil: UUID,
+    reason: Annotated[str, typer.Option("--reason", help="Why (name nobody: kept in clear)")],
+    code: Annotated[str, typer.Option("--code")] = "erasure_request",
+    user: Annotated[str, typer.Option("--user", help="Who asks (user id)")] = "dpo",
+) -> None:
+    """Erase a pupil's personal data: destroy their vault key and record it."""
+
+    async def go(settings: Settings) -> Any:
+        async with bootstrap.service(settings) as svc:
+            actor = Actor(user_id=user, role=Role.SENCO if user != "senflow" else Role.SYSTEM)
+            return await svc.forget(pupil, reason, actor, code)
+
+    try:
+        result = _run(go)
+    except (LookupError, ValueError, ValidationError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    _print(
+        {
+            "ok": True,
+            "pupil_id": str(pupil),
+            "version": result.last_version,
+            "position": result.last_position,
+        }
+    )
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the JSON Schemas")] = Path(
+        "docs/events"
+    ),
+) -> None:
+    """Write a JSON Schema for every event type, and the catalogue in Markdown."""
+    from senflow.events.schemas import write_catalogue
+
+    written = write_catalogue(out)
+    _print({"written": len(written), "folder": str(out)})
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,14 @@
+"""Configuration from the environment (SENFLOW_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENFLOW_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/senflow"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    log_level: str = "INFO"
+    log_json: bool = True

@@ -1,0 +1,478 @@
+"""The PostgreSQL event store: append to a pupil's stream, read it back, tail the log.
+
+Ordering. ``position`` comes from a sequence, and a sequence value is taken at
+insert, not at commit: with concurrent writers a reader could see 11 before 10
+commits and move its checkpoint past 10 for ever. senflow takes a
+transaction-scoped advisory lock (``_APPEND_LOCK``) just before inserting and
+holds it to commit, so positions are handed out in commit order and a reader
+that has seen position N has seen everything below it. Only the insert and the
+commit run under the lock; stream locking, idempotency checks, sealing and
+hashing happen before it. Many appends may share one transaction
+(``append_many``) so the cost of the lock is paid once per batch, not per
+command.
+
+Concurrency. Each stream has a head row (``streams``) locked ``FOR UPDATE``
+(in stream-id order, so batches cannot deadlock) while its expected version is
+checked: a stale expected version raises :class:`ConcurrencyConflict` with the
+current version. Nothing is ever inserted with ``ON CONFLICT DO NOTHING``.
+
+Idempotency. Appending events whose ids are already stored returns the
+original result if the content is the same, and raises
+:class:`EventIdConflict` if it is not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from senflow.events.catalogue import EVENT_ADAPTER, current_version
+from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Tenant
+from senflow.events.upcasting import upcast
+from senflow.services.store import hashchain, vault
+
+log = structlog.get_logger(__name__)
+
+_APPEND_LOCK = 0x5E4F1E  # advisory lock key that orders all appends
+
+
+class StoreError(Exception):
+    pass
+
+
+class ConcurrencyConflict(StoreError):
+    def __init__(self, stream_id: UUID, expected: int | None, current: int) -> None:
+        super().__init__(f"stream {stream_id} is at version {current}, not the expected {expected}")
+        self.stream_id, self.expected, self.current = stream_id, expected, current
+
+
+class EventIdConflict(StoreError):
+    """An event id was reused for different content, or with a different batch."""
+
+    def __init__(self, event_id: UUID, why: str) -> None:
+        super().__init__(f"event {event_id}: {why}")
+        self.event_id = event_id
+
+
+class StreamErased(StoreError):
+    def __init__(self, stream_id: UUID) -> None:
+        super().__init__(f"pupil {stream_id}'s personal data was erased; nothing can be added")
+        self.stream_id = stream_id
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    stream_id: UUID
+    events: Sequence[NewEvent]
+    expected_version: int | None = None  # None: append at whatever the version is
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: UUID
+    first_version: int
+    last_version: int
+    positions: tuple[int, ...]
+    event_ids: tuple[UUID, ...]
+    recorded_at: datetime
+    duplicate: bool = False  # True when this was a retry of an append already stored
+
+    @property
+    def last_position(self) -> int:
+        return self.positions[-1]
+
+
+@dataclass
+class _Head:
+    version: int
+    last_hash: bytes | None
+    key: bytes | None
+    tenant: tuple[str | None, str | None]
+
+
+@dataclass
+class _Batch:
+    """Rows to insert for one transaction, in order."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    heads: dict[UUID, _Head] = field(default_factory=dict)
+
+
+_COLUMNS = (
+    "event_id, stream_id, version, event_type, schema_version, occurred_at, recorded_at, "
+    "actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data, "
+    "prev_hash, hash"
+)
+_INSERT = f"""
+    INSERT INTO events ({_COLUMNS})
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::smallint[],
+        $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
+        $12::uuid[], $13::uuid[], $14::jsonb[], $15::bytea[], $16::bytea[])
+    RETURNING event_id, position
+"""
+_SELECT = f"SELECT position, {_COLUMNS} FROM events"
+
+
+class EventStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: UUID, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> AppendResult:
+        [outcome] = await self.append_many([AppendRequest(stream_id, events, expected_version)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def append_many(
+        self, requests: Sequence[AppendRequest], conn: asyncpg.Connection | None = None
+    ) -> list[AppendResult | StoreError]:
+        """Append several requests in one transaction; each succeeds or fails on its own.
+
+        A request that conflicts gets its error back and writes nothing; the
+        others commit together. Pass ``conn`` to append inside a transaction
+        the caller already holds (the caller then commits).
+        """
+        if conn is not None:
+            return await self._append_in(conn, requests)
+        async with self.pool.acquire() as own, own.transaction():
+            return await self._append_in(own, requests)
+
+    async def _append_in(
+        self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | StoreError]:
+        for r in requests:
+            if not r.events:
+                raise ValueError("an append needs at least one event")
+        heads = await self._lock_heads(conn, requests)
+        existing = await self._existing(conn, [e.event_id for r in requests for e in r.events])
+        recorded_at = datetime.now(UTC)
+        batch = _Batch(heads=heads)
+        planned: list[tuple[int, AppendRequest, int]] = []  # (index, request, first row)
+        outcomes: list[AppendResult | StoreError | None] = [None] * len(requests)
+        for i, request in enumerate(requests):
+            try:
+                found = [existing[e.event_id] for e in request.events if e.event_id in existing]
+                if found:
+                    outcomes[i] = self._replayed(request, found, heads[request.stream_id])
+                    continue
+                first_row = len(batch.rows)
+                self._plan(request, batch, recorded_at)
+                planned.append((i, request, first_row))
+            except StoreError as err:
+                outcomes[i] = err
+        if batch.rows:
+            # From here to commit, appends are serialised: positions follow commit order.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
+            columns = list(zip(*batch.rows, strict=True))
+            inserted = await conn.fetch(_INSERT, *columns)
+            position_of = {r["event_id"]: r["position"] for r in inserted}
+            await conn.executemany(
+                """UPDATE streams SET version = $2, last_hash = $3, trust_id = $4,
+                       school_urn = $5, updated_at = now() WHERE stream_id = $1""",
+                [
+                    (sid, h.version, h.last_hash, h.tenant[0], h.tenant[1])
+                    for sid, h in batch.heads.items()
+                    if any(r.stream_id == sid for _, r, _ in planned)
+                ],
+            )
+            for i, request, first in planned:
+                rows = batch.rows[first : first + len(request.events)]
+                outcomes[i] = AppendResult(
+                    stream_id=request.stream_id,
+                    first_version=rows[0][2],
+                    last_version=rows[-1][2],
+                    positions=tuple(position_of[row[0]] for row in rows),
+                    event_ids=tuple(row[0] for row in rows),
+                    recorded_at=recorded_at,
+                )
+        return [o for o in outcomes if o is not None]
+
+    async def _lock_heads(
+        self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
+    ) -> dict[UUID, _Head]:
+        ids = sorted({r.stream_id for r in requests})
+        # Creating the head row of a new stream is the one ON CONFLICT in the
+        # store, and it writes no event: it only makes the row there is to lock.
+        await conn.execute(
+            "INSERT INTO streams (stream_id) SELECT unnest($1::uuid[]) "
+            "ON CONFLICT (stream_id) DO NOTHING",
+            ids,
+        )
+        await conn.execute(
+            "INSERT INTO vault_keys (stream_id, key) "
+            "SELECT unnest($1::uuid[]), unnest($2::bytea[]) ON CONFLICT (stream_id) DO NOTHING",
+            ids,
+            [vault.new_key() for _ in ids],
+        )
+        rows = await conn.fetch(
+            """SELECT s.stream_id, s.version, s.last_hash, s.trust_id, s.school_urn,
+                      k.key, k.destroyed_at
+                 FROM streams s JOIN vault_keys k USING (stream_id)
+                WHERE s.stream_id = ANY($1::uuid[])
+                ORDER BY s.stream_id
+                  FOR UPDATE OF s""",
+            ids,
+        )
+        return {
+            r["stream_id"]: _Head(
+                r["version"], r["last_hash"], r["key"], (r["trust_id"], r["school_urn"])
+            )
+            for r in rows
+        }
+
+    async def _existing(
+        self, conn: asyncpg.Connection, event_ids: list[UUID]
+    ) -> dict[UUID, asyncpg.Record]:
+        rows = await conn.fetch(f"{_SELECT} WHERE event_id = ANY($1::uuid[])", event_ids)
+        return {r["event_id"]: r for r in rows}
+
+    def _plan(self, request: AppendRequest, batch: _Batch, recorded_at: datetime) -> None:
+        head = batch.heads[request.stream_id]
+        if request.expected_version is not None and request.expected_version != head.version:
+            raise ConcurrencyConflict(request.stream_id, request.expected_version, head.version)
+        if head.key is None:
+            raise StreamErased(request.stream_id)
+        version, last_hash = head.version, head.last_hash
+        rows = []
+        for e in request.events:
+            version += 1
+            row = _row(request.stream_id, version, e, recorded_at, head.key, last_hash)
+            last_hash = row[-1]
+            rows.append(row)
+        batch.rows.extend(rows)
+        head.version, head.last_hash = version, last_hash
+        head.tenant = (request.events[-1].tenant.trust_id, request.events[-1].tenant.school_urn)
+
+    def _replayed(
+        self, request: AppendRequest, found: list[asyncpg.Record], head: _Head
+    ) -> AppendResult:
+        if len(found) != len(request.events):
+            raise EventIdConflict(found[0]["event_id"], "already stored with a different batch")
+        by_id = {r["event_id"]: r for r in found}
+        if any(r["stream_id"] != request.stream_id for r in found):
+            raise EventIdConflict(found[0]["event_id"], "already stored in another stream")
+        for e in request.events:
+            stored = _to_recorded(by_id[e.event_id], head.key)
+            if not _same_event(stored, e):
+                raise EventIdConflict(e.event_id, "already stored with different content")
+        ordered = [by_id[e.event_id] for e in request.events]
+        return AppendResult(
+            stream_id=request.stream_id,
+            first_version=ordered[0]["version"],
+            last_version=ordered[-1]["version"],
+            positions=tuple(r["position"] for r in ordered),
+            event_ids=tuple(r["event_id"] for r in ordered),
+            recorded_at=ordered[0]["recorded_at"],
+            duplicate=True,
+        )
+
+    async def erase(
+        self, stream_id: UUID, event: NewEvent, conn: asyncpg.Connection | None = None
+    ) -> AppendResult:
+        """Record ``event`` (a personal_data_erased) and destroy the pupil's key, atomically."""
+        if event.event_type != "personal_data_erased":
+            raise ValueError("erase records a personal_data_erased event")
+
+        async def run(c: asyncpg.Connection) -> AppendResult:
+            [outcome] = await self._append_in(c, [AppendRequest(stream_id, [event])])
+            if isinstance(outcome, Exception):
+                raise outcome
+            await c.execute(
+                "UPDATE vault_keys SET key = NULL, destroyed_at = now() "
+                "WHERE stream_id = $1 AND key IS NOT NULL",
+                stream_id,
+            )
+            return outcome
+
+        if conn is not None:
+            return await run(conn)
+        async with self.pool.acquire() as own, own.transaction():
+            return await run(own)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: UUID,
+        from_version: int = 1,
+        to_version: int | None = None,
+        recorded_before: datetime | None = None,
+        occurred_before: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """A pupil's events in version order, decrypted (or redacted after an erasure)."""
+        async with self.pool.acquire() as conn:
+            key = await conn.fetchval("SELECT key FROM vault_keys WHERE stream_id = $1", stream_id)
+            rows = await conn.fetch(
+                f"""{_SELECT} WHERE stream_id = $1 AND version >= $2
+                     AND ($3::int IS NULL OR version <= $3)
+                     AND ($4::timestamptz IS NULL OR recorded_at < $4)
+                     AND ($5::timestamptz IS NULL OR occurred_at < $5)
+                   ORDER BY version""",
+                stream_id,
+                from_version,
+                to_version,
+                recorded_before,
+                occurred_before,
+            )
+        return [_to_recorded(r, key) for r in rows]
+
+    async def stream_version(self, stream_id: UUID) -> int:
+        async with self.pool.acquire() as conn:
+            version = await conn.fetchval(
+                "SELECT version FROM streams WHERE stream_id = $1", stream_id
+            )
+        return int(version or 0)
+
+    async def caused_by(self, causation_id: UUID) -> list[RecordedEvent]:
+        """The events a command (by its id) already recorded: how retries are recognised."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"{_SELECT} WHERE causation_id = $1 ORDER BY position", causation_id
+            )
+            if not rows:
+                return []
+            key = await conn.fetchval(
+                "SELECT key FROM vault_keys WHERE stream_id = $1", rows[0]["stream_id"]
+            )
+        return [_to_recorded(r, key) for r in rows]
+
+    async def read_all(
+        self, after_position: int = 0, limit: int = 1000, personal: bool = False
+    ) -> list[RecordedEvent]:
+        """Events after ``after_position`` in global order, up to ``limit``.
+
+        Personal fields are withheld unless ``personal`` is set: tailing
+        readers (relay, projections) need codes and dates, not names.
+        """
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
+            keys: dict[UUID, bytes | None] = {}
+            if personal and rows:
+                keys = {
+                    r["stream_id"]: r["key"]
+                    for r in await conn.fetch(
+                        "SELECT stream_id, key FROM vault_keys WHERE stream_id = ANY($1::uuid[])",
+                        list({r["stream_id"] for r in rows}),
+                    )
+                }
+        if personal:
+            return [_to_recorded(r, keys.get(r["stream_id"])) for r in rows]
+        return [_to_recorded(r, None, withhold=True) for r in rows]
+
+    async def iter_all(
+        self, after_position: int = 0, batch: int = 1000
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        while True:
+            events = await self.read_all(after_position, batch)
+            if not events:
+                return
+            yield events
+            after_position = events[-1].position
+
+    async def head_position(self) -> int:
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+
+
+# --- rows <-> events -------------------------------------------------------------------------
+
+
+def _row(
+    stream_id: UUID,
+    version: int,
+    e: NewEvent,
+    recorded_at: datetime,
+    key: bytes,
+    prev_hash: bytes | None,
+) -> tuple[Any, ...]:
+    data = e.data.model_dump(
+        mode="json",
+        exclude={"event_type"},
+        context={"seal": vault.sealer(key, stream_id, e.event_id)},
+    )
+    fields: dict[str, Any] = dict(
+        event_id=e.event_id,
+        stream_id=stream_id,
+        version=version,
+        event_type=e.event_type,
+        schema_version=current_version(e.event_type),
+        occurred_at=e.occurred_at,
+        recorded_at=recorded_at,
+        actor_id=e.actor.user_id,
+        actor_role=e.actor.role.value,
+        trust_id=e.tenant.trust_id,
+        school_urn=e.tenant.school_urn,
+        correlation_id=e.correlation_id,
+        causation_id=e.causation_id,
+        data=data,
+    )
+    digest = hashchain.chain(prev_hash, hashchain.canonical(**fields))
+    *envelope, _ = fields.values()
+    return (*envelope, json.dumps(data), prev_hash, digest)
+
+
+def row_content(r: asyncpg.Record | dict[str, Any]) -> bytes:
+    """The canonical bytes of a stored row, as its hash was computed at append."""
+    return hashchain.canonical(
+        event_id=r["event_id"],
+        stream_id=r["stream_id"],
+        version=r["version"],
+        event_type=r["event_type"],
+        schema_version=r["schema_version"],
+        occurred_at=r["occurred_at"],
+        recorded_at=r["recorded_at"],
+        actor_id=r["actor_id"],
+        actor_role=r["actor_role"],
+        trust_id=r["trust_id"],
+        school_urn=r["school_urn"],
+        correlation_id=r["correlation_id"],
+        causation_id=r["causation_id"],
+        data=json.loads(r["data"]),
+    )
+
+
+def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -> RecordedEvent:
+    data = upcast(r["event_type"], r["schema_version"], json.loads(r["data"]))
+    data["event_type"] = r["event_type"]
+    open_ = vault.withheld if withhold else vault.opener(key, r["stream_id"], r["event_id"])
+    return RecordedEvent(
+        event_id=r["event_id"],
+        stream_id=r["stream_id"],
+        version=r["version"],
+        position=r["position"],
+        schema_version=current_version(r["event_type"]),
+        occurred_at=r["occurred_at"],
+        recorded_at=r["recorded_at"],
+        actor=Actor(user_id=r["actor_id"], role=r["actor_role"]),
+        tenant=Tenant(trust_id=r["trust_id"], school_urn=r["school_urn"]),
+        correlation_id=r["correlation_id"],
+        causation_id=r["causation_id"],
+        data=EVENT_ADAPTER.validate_python(data, context={"open": open_}),
+        hash=bytes(r["hash"]).hex(),
+    )
+
+
+def _same_event(stored: RecordedEvent, new: NewEvent) -> bool:
+    return (
+        stored.data == new.data
+        and stored.occurred_at == new.occurred_at
+        and stored.actor == new.actor
+        and stored.tenant == new.tenant
+        and stored.correlation_id == new.correlation_id
+        and stored.causation_id == new.causation_id
+    )

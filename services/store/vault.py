@@ -1,0 +1,69 @@
+"""Sealing personal fields with a per-pupil AES-256-GCM key.
+
+The nonce is random per value; the associated data binds each sealed value to
+its pupil and event, so a sealed value copied into another event (or another
+pupil's stream) fails to open instead of showing the wrong person's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from senflow.events.personal import SEALED_KEY, Redacted
+
+KEY_BYTES = 32
+_NONCE_BYTES = 12
+_FORMAT = "v1"  # token prefix, so the sealing scheme can change later
+
+
+class VaultError(RuntimeError):
+    pass
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+
+
+def _aad(stream_id: UUID, event_id: UUID) -> bytes:
+    return f"{stream_id}:{event_id}".encode()
+
+
+def sealer(key: bytes, stream_id: UUID, event_id: UUID) -> Any:
+    aead, aad = AESGCM(key), _aad(stream_id, event_id)
+
+    def seal(plain: Any) -> dict[str, str]:
+        nonce = os.urandom(_NONCE_BYTES)
+        blob = aead.encrypt(nonce, str(plain).encode(), aad)
+        return {SEALED_KEY: f"{_FORMAT}:{base64.b64encode(nonce + blob).decode()}"}
+
+    return seal
+
+
+def opener(key: bytes | None, stream_id: UUID, event_id: UUID) -> Any:
+    """An ``open`` for pydantic's context: plaintext, or Redacted once the key is gone."""
+    if key is None:
+        return lambda _token: Redacted.model_construct()
+    aead, aad = AESGCM(key), _aad(stream_id, event_id)
+
+    def open_(token: dict[str, str]) -> Any:
+        fmt, _, payload = token[SEALED_KEY].partition(":")
+        if fmt != _FORMAT:
+            raise VaultError(f"unknown sealed format {fmt!r}")
+        raw = base64.b64decode(payload)
+        try:
+            return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad).decode()
+        except InvalidTag as exc:
+            raise VaultError(f"sealed value of event {event_id} does not open") from exc
+
+    return open_
+
+
+def withheld(_token: dict[str, str]) -> Redacted:
+    """An ``open`` that shows no personal data, for readers that must not see it."""
+    return Redacted.model_construct(marker="[personal data withheld]")
