@@ -86,11 +86,12 @@ def submit(
     Exits 1 if any command was invalid or rejected (the others still run).
     """
 
+    lines = sys.stdin.readlines() if file == "-" else Path(file).read_text("utf-8").splitlines()
+
     async def go(settings: Settings) -> int:
         failures = 0
-        stream = sys.stdin if file == "-" else Path(file).open(encoding="utf-8")
         async with bootstrap.service(settings) as svc:
-            for n, line in enumerate(stream, start=1):
+            for n, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
