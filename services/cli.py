@@ -161,7 +161,8 @@ def history(
     typer.echo(
         f"  provision {s['provision']}  needs "
         f"{', '.join(n['type'] for n in s['needs']) or '-'}  "
-        f"next review {s['next_review_due'] or '-'}"
+        f"next review {s['next_review_due'] or '-'}  "
+        f"EHC annual review due {s['ehc_next_review_due'] or '-'}"
     )
     for e in doc["timeline"]:
         typer.echo(

@@ -232,11 +232,14 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
             return replace(state, ehc_request=data.decision)
         case ev.EhcPlanIssued():
             state = _open_spell(state, SenProvision.EHC_PLAN, day)
+            # From now on the statutory date is the EHC annual review; a plan-do-review
+            # cycle may still set its own review date with a new plan.
             return replace(
                 state,
                 needs=tuple(data.needs),
                 ehc_request=None,
                 ehc_plan_since=day,
+                next_review_due=None,
                 ehc_next_review_due=data.first_review_due,
             )
         case ev.EhcAnnualReviewHeld():
