@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from senflow.events.envelope import Actor, Role
 from senflow.services import bootstrap
 from senflow.services.settings import Settings
-from senflow.services.store.eventstore import StoreError
+from senflow.services.store.eventstore import EventStore, StoreError
 from senflow.services.workflow.commands import parse_command
 
 app = typer.Typer(help="senflow: SEN support as an event-sourced workflow", no_args_is_help=True)
@@ -226,6 +226,111 @@ def forget(
             "position": result.last_position,
         }
     )
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="relay | register | provision-map | audit")],
+    partitions: Annotated[
+        str | None, typer.Option("--partitions", help="Only these partitions, e.g. 0,1")
+    ] = None,
+) -> None:
+    """Run one service until SIGTERM/SIGINT."""
+    from senflow.services import serve as services
+
+    if service == "relay":
+        _run(services.serve_relay)
+        return
+    chosen = [int(p) for p in partitions.split(",")] if partitions else None
+    _check_projection(service)
+    _run(lambda settings: services.serve_projection(settings, service, chosen))
+
+
+def _check_projection(name: str) -> None:
+    from senflow.projections.catalogue import PROJECTIONS
+
+    if name not in PROJECTIONS:
+        typer.echo(f"unknown projection {name!r}; one of {', '.join(PROJECTIONS)}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def rebuild(
+    projection: Annotated[str, typer.Argument(help="register | provision-map | audit")],
+) -> None:
+    """Rebuild a projection from the store into fresh tables and swap them in atomically."""
+    _check_projection(projection)
+
+    async def go(settings: Settings) -> Any:
+        from senflow.projections.catalogue import PROJECTIONS
+        from senflow.projections.rebuild import rebuild as run_rebuild
+
+        async with bootstrap.pool(settings) as pool:
+            return await run_rebuild(pool, EventStore(pool), PROJECTIONS[projection])
+
+    result = _run(go)
+    _print({"projection": projection, **vars(result)})
+
+
+@app.command()
+def status() -> None:
+    """Health and lag of the store, the relay, every projection and the dead-letter queues."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.services.serve import topology_from
+        from senflow.services.status import status as run_status
+
+        async with bootstrap.pool(settings) as pool:
+            return await run_status(pool, settings.amqp_url, topology_from(settings))
+
+    _print(_run(go))
+
+
+dlq_app = typer.Typer(help="Dead-letter queues of the consumer services", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _service_name(projection: str) -> str:
+    from senflow.projections.catalogue import PROJECTIONS
+
+    _check_projection(projection)
+    return PROJECTIONS[projection].name
+
+
+@dlq_app.command("list")
+def dlq_list(
+    projection: Annotated[str, typer.Argument(help="register | provision-map | audit")],
+) -> None:
+    """Show the dead letters of a projection (nothing is removed)."""
+    name = _service_name(projection)
+
+    async def go(settings: Settings) -> Any:
+        from senflow.services.bus.deadletters import list_dead_letters
+        from senflow.services.serve import topology_from
+
+        return await list_dead_letters(settings.amqp_url, topology_from(settings), name)
+
+    for letter in _run(go):
+        _print(letter.as_json())
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    projection: Annotated[str, typer.Argument(help="register | provision-map | audit")],
+    message_id: Annotated[str | None, typer.Option("--id", help="Only this message")] = None,
+) -> None:
+    """Send dead letters back to the projection's partitions."""
+    name = _service_name(projection)
+
+    async def go(settings: Settings) -> int:
+        from senflow.services.bus.deadletters import replay_dead_letters
+        from senflow.services.serve import topology_from
+
+        return await replay_dead_letters(
+            settings.amqp_url, topology_from(settings), name, message_id
+        )
+
+    _print({"replayed": _run(go)})
 
 
 @app.command()

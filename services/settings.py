@@ -10,5 +10,7 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/senflow"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    bus_prefix: str = "senflow"  # exchange and queue names start with this
+    partitions: int = 2  # queues per consumer service (per-pupil consistent hash)
     log_level: str = "INFO"
     log_json: bool = True

@@ -41,6 +41,7 @@ from senflow.services.store import hashchain, vault
 log = structlog.get_logger(__name__)
 
 _APPEND_LOCK = 0x5E4F1E  # advisory lock key that orders all appends
+NOTIFY_CHANNEL = "senflow_events"
 
 
 class StoreError(Exception):
@@ -177,6 +178,10 @@ class EventStore:
             columns = list(zip(*batch.rows, strict=True))
             inserted = await conn.fetch(_INSERT, *columns)
             position_of = {r["event_id"]: r["position"] for r in inserted}
+            # A wake-up for tailing readers (delivered at commit); never the data path.
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(position_of.values()))
+            )
             await conn.executemany(
                 """UPDATE streams SET version = $2, last_hash = $3, trust_id = $4,
                        school_urn = $5, updated_at = now() WHERE stream_id = $1""",
@@ -309,8 +314,12 @@ class EventStore:
         to_version: int | None = None,
         recorded_before: datetime | None = None,
         occurred_before: datetime | None = None,
+        personal: bool = True,
     ) -> list[RecordedEvent]:
-        """A pupil's events in version order, decrypted (or redacted after an erasure)."""
+        """A pupil's events in version order, decrypted (or redacted after an erasure).
+
+        With ``personal=False`` personal fields are withheld, as on the bus.
+        """
         async with self.pool.acquire() as conn:
             key = await conn.fetchval("SELECT key FROM vault_keys WHERE stream_id = $1", stream_id)
             rows = await conn.fetch(
@@ -325,7 +334,7 @@ class EventStore:
                 recorded_before,
                 occurred_before,
             )
-        return [_to_recorded(r, key) for r in rows]
+        return [_to_recorded(r, key, withhold=not personal) for r in rows]
 
     async def stream_version(self, stream_id: UUID) -> int:
         async with self.pool.acquire() as conn:

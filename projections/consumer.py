@@ -1,0 +1,201 @@
+"""The consumer service shared by every projection: RabbitMQ in, one transaction per batch out.
+
+aio-pika hands each delivery to its own task, so handlers run concurrently. To
+keep order and to batch, the handler only parks its message in a
+:class:`Batcher` and waits. The batcher sorts what it holds by delivery tag
+(the channel's delivery order), applies it in one database transaction that
+also advances each pupil's checkpoint, and only then lets the handlers return,
+so the messages are acknowledged after the commit. If the batch fails, its
+messages are applied one by one, so a single bad message is nacked (and
+dead-lettered after the delivery limit) while the rest go through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.schemas import Channel
+
+from senflow.events.envelope import RecordedEvent
+from senflow.projections.base import Projection
+from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
+from senflow.services.bus.topology import Topology, declare
+from senflow.services.store.eventstore import EventStore
+
+log = structlog.get_logger(__name__)
+
+ApplyBatch = Callable[[Sequence[RecordedEvent]], Awaitable[ApplyStats]]
+
+
+def parse_message(body: bytes) -> RecordedEvent:
+    """A bus message back into an event (personal fields arrive withheld)."""
+    return RecordedEvent.model_validate_json(body, context={"allow_redacted": True})
+
+
+@dataclass
+class _Parked:
+    tag: int
+    event: RecordedEvent
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Batcher:
+    """Collects concurrently delivered messages and applies them in batches, in order.
+
+    One loop task does all the applying; handlers park their message and wait
+    for the loop to settle it (result or error).
+    """
+
+    def __init__(self, apply: ApplyBatch, max_batch: int = 200, max_wait: float = 0.005) -> None:
+        self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
+        self._parked: list[_Parked] = []
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self.stats = ApplyStats()
+
+    async def submit(self, tag: int, event: RecordedEvent) -> None:
+        parked = _Parked(tag, event)
+        self._parked.append(parked)
+        self._wake.set()
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._run())
+        await parked.done
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if len(self._parked) < self.max_batch:
+                await asyncio.sleep(self.max_wait)  # let the rest of a burst arrive
+            self._wake.clear()
+            batch, self._parked = sorted(self._parked, key=lambda p: p.tag), []
+            if batch:
+                await self._apply(batch)
+            if self._parked:
+                self._wake.set()
+
+    async def _apply(self, batch: list[_Parked]) -> None:
+        try:
+            self._count(await self.apply([p.event for p in batch]))
+            for p in batch:
+                _settle(p.done)
+        except Exception as exc:
+            log.warning("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
+            for p in batch:
+                try:
+                    self._count(await self.apply([p.event]))
+                    _settle(p.done)
+                except Exception as one:
+                    log.error(
+                        "event_not_applied",
+                        event_id=str(p.event.event_id),
+                        stream_id=str(p.event.stream_id),
+                        version=p.event.version,
+                        error=repr(one),
+                    )
+                    if not p.done.done():
+                        p.done.set_exception(one)
+
+    def _count(self, s: ApplyStats) -> None:
+        self.stats.applied += s.applied
+        self.stats.duplicates += s.duplicates
+        self.stats.filled += s.filled
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def transactional_apply(
+    pool: asyncpg.Pool, store: EventStore, projection: Projection
+) -> ApplyBatch:
+    async def fetch_missing(stream_id, first, last):  # type: ignore[no-untyped-def]
+        return await store.read_stream(stream_id, first, last, personal=False)
+
+    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
+        async with pool.acquire() as conn, conn.transaction():
+            return await apply_events(conn, projection, events, fetch_missing)
+
+    return apply
+
+
+@dataclass
+class ConsumerService:
+    """One projection's consumer: a broker, its partition subscribers and the batcher."""
+
+    projection: Projection
+    broker: RabbitBroker
+    batcher: Batcher
+    pool: asyncpg.Pool
+    topology: Topology
+
+    async def stop(self) -> None:
+        """Stop consuming (in-flight handlers finish within the graceful timeout), then idle."""
+        await self.broker.stop()
+        await self.batcher.close()
+
+    async def prepare(self) -> None:
+        async with self.pool.acquire() as conn:
+            await ensure_tables(conn, self.projection)
+        await self.broker.connect()
+        await declare(self.broker, self.topology)
+
+
+def build_consumer(
+    projection: Projection,
+    pool: asyncpg.Pool,
+    store: EventStore,
+    amqp_url: str,
+    topology: Topology,
+    partitions: Sequence[int] | None = None,
+    prefetch: int = 200,
+) -> ConsumerService:
+    """Subscribe to the projection's partition queues (all of them unless told which)."""
+    broker = RabbitBroker(
+        amqp_url,
+        default_channel=Channel(prefetch_count=prefetch),
+        graceful_timeout=10.0,
+        logger=None,
+    )
+    batcher = Batcher(transactional_apply(pool, store, projection), max_batch=prefetch)
+    hashed = topology.hash_exchange(projection.name)
+    for p in partitions if partitions is not None else range(topology.partitions):
+
+        @broker.subscriber(
+            topology.queue(projection.name, p),
+            hashed,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{projection.name}/{p}",
+            description=f"Partition {p} of the {projection.name} projection",
+        )
+        async def handle(msg: RabbitMessage) -> None:
+            await batcher.submit(msg.raw_message.delivery_tag or 0, parse_message(msg.body))
+
+    return ConsumerService(projection, broker, batcher, pool, topology)
+
+
+def faststream_app(service: ConsumerService) -> FastStream:
+    app = FastStream(service.broker)
+
+    @app.on_startup
+    async def _prepare() -> None:
+        async with service.pool.acquire() as conn:
+            await ensure_tables(conn, service.projection)
+
+    return app

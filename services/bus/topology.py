@@ -1,0 +1,107 @@
+"""The RabbitMQ topology, declared in code (FastStream objects over aio-pika).
+
+    senflow.events (topic, durable)      every event, routing key <event_type>.<trust>.<urn>
+      ├─ senflow.<service>.hash (x-consistent-hash on header stream_id)   per consumer service
+      │     ├─ senflow.<service>.0 … .N-1   quorum queues, single active consumer,
+      │     │                               delivery limit, at-least-once dead-lettering
+      └─ (downstream systems bind their own queues, e.g. review_due.trust-7.#)
+    senflow.dlx (direct)  ── <service> ──► senflow.<service>.dlq (quorum)
+
+Partitioning by pupil keeps each pupil's events in one queue, and a single
+active consumer per queue keeps them in order, while N queues let a service
+scale out. The same declarations work on RabbitMQ 3.10 and 4.x (on 4.x quorum
+queues have a default delivery limit of 20; we always set ours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+SERVICES = ("register", "provision_map", "audit")
+# Generous on purpose: a consumer killed mid-batch also returns its messages,
+# and on RabbitMQ 3.10 that counts as a delivery.
+DELIVERY_LIMIT = 10
+
+
+def routing_key(event_type: str, trust_id: str, school_urn: str) -> str:
+    return f"{event_type}.{trust_id}.{school_urn}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = "senflow"  # tests use a unique prefix per run
+    partitions: int = 2
+    services: tuple[str, ...] = SERVICES
+
+    @property
+    def events(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.events", type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def dead_letters(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.dlx", type=ExchangeType.DIRECT, durable=True)
+
+    def hash_exchange(self, service: str) -> RabbitExchange:
+        return RabbitExchange(
+            f"{self.prefix}.{service}.hash",
+            type=ExchangeType.X_CONSISTENT_HASH,
+            durable=True,
+            arguments={"hash-header": "stream_id"},
+            bind_to=self.events,
+            routing_key="#",
+        )
+
+    def queue_name(self, service: str, partition: int) -> str:
+        return f"{self.prefix}.{service}.{partition}"
+
+    def queue(self, service: str, partition: int) -> RabbitQueue:
+        return RabbitQueue(
+            self.queue_name(service, partition),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key="1",  # consistent-hash weight: every partition equal
+            arguments={
+                "x-single-active-consumer": True,
+                "x-dead-letter-exchange": self.dead_letters.name,
+                "x-dead-letter-routing-key": service,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": DELIVERY_LIMIT,
+            },
+        )
+
+    def dlq(self, service: str) -> RabbitQueue:
+        return RabbitQueue(
+            f"{self.prefix}.{service}.dlq",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=service,
+        )
+
+    def queue_names(self) -> list[str]:
+        return [self.queue_name(s, p) for s in self.services for p in range(self.partitions)] + [
+            self.dlq(s).name for s in self.services
+        ]
+
+    def exchange_names(self) -> list[str]:
+        return [
+            self.events.name,
+            self.dead_letters.name,
+            *(self.hash_exchange(s).name for s in self.services),
+        ]
+
+
+async def declare(broker: RabbitBroker, topology: Topology) -> None:
+    """Declare everything (idempotent): exchanges, partition queues, dead-letter queues."""
+    events = await broker.declare_exchange(topology.events)
+    dlx = await broker.declare_exchange(topology.dead_letters)
+    for service in topology.services:
+        hashed = await broker.declare_exchange(topology.hash_exchange(service))
+        await hashed.bind(events, routing_key="#")
+        for p in range(topology.partitions):
+            q = await broker.declare_queue(topology.queue(service, p))
+            await q.bind(hashed, routing_key="1")
+        dlq = await broker.declare_queue(topology.dlq(service))
+        await dlq.bind(dlx, routing_key=service)

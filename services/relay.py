@@ -1,0 +1,196 @@
+"""The relay: tail the event store and publish every event to RabbitMQ, in order, once confirmed.
+
+The events table is the outbox: an event exists once committed, and the relay
+carries it to the bus afterwards, so there is no window where a write reaches
+one and not the other. The relay publishes each batch with publisher confirms
+(persistent, mandatory, returns raised) and moves its checkpoint only after
+every message of the batch was confirmed. A crash or a broker outage means the
+batch is published again: consumers drop the duplicates by event id / version.
+
+One relay is active at a time: it holds a PostgreSQL session advisory lock on a
+connection of its own. A second instance waits on that lock as a standby; when
+the active one dies its session ends, the lock is released and the standby
+takes over from the shared checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.schemas import Channel
+
+from senflow.events.envelope import RecordedEvent
+from senflow.services.bus.topology import Topology, declare, routing_key
+from senflow.services.store.db import SERVER_SETTINGS
+from senflow.services.store.eventstore import NOTIFY_CHANNEL, EventStore
+
+log = structlog.get_logger(__name__)
+
+_RELAY_LOCK = 0x5E4F2E  # with hashtext(name): one active relay per name
+
+
+def make_broker(amqp_url: str) -> RabbitBroker:
+    return RabbitBroker(
+        amqp_url,
+        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
+        graceful_timeout=10.0,
+        logger=None,
+    )
+
+
+def message_headers(e: RecordedEvent) -> dict[str, str | int]:
+    return {
+        "stream_id": str(e.stream_id),
+        "version": e.version,
+        "position": e.position,
+        "event_type": e.event_type,
+        "schema_version": e.schema_version,
+        "trust_id": e.tenant.trust_id,
+        "school_urn": e.tenant.school_urn,
+        "correlation_id": str(e.correlation_id),
+    }
+
+
+async def publish(
+    broker: RabbitBroker, topology: Topology, events: Sequence[RecordedEvent]
+) -> None:
+    """Publish events in order; returns once the broker confirmed every one."""
+    exchange = topology.events
+    for e in events:
+        await broker.publish(
+            e.model_dump_json().encode(),
+            exchange=exchange,
+            routing_key=routing_key(e.event_type, e.tenant.trust_id, e.tenant.school_urn),
+            persist=True,
+            mandatory=True,
+            message_id=str(e.event_id),
+            correlation_id=str(e.correlation_id),
+            content_type="application/json",
+            headers=message_headers(e),
+        )
+
+
+class Relay:
+    def __init__(
+        self,
+        store: EventStore,
+        dsn: str,
+        amqp_url: str,
+        topology: Topology,
+        name: str = "main",
+        batch: int = 500,
+        idle_wait: float = 0.5,
+        start_position: int = 0,
+    ) -> None:
+        self.store, self.dsn, self.amqp_url, self.topology = store, dsn, amqp_url, topology
+        self.name, self.batch, self.idle_wait = name, batch, idle_wait
+        self.start_position = start_position  # where a relay of a new name begins
+        self.is_leader = asyncio.Event()
+        self.published = 0
+        self.session_pid: int | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait to lead, then relay until ``stop`` is set; survives broker and DB outages."""
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay_database_unavailable", error=str(exc))
+                self.is_leader.clear()
+                await _sleep_or_stop(stop, 1.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        lock = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
+        self.session_pid = lock.get_server_pid()
+        wake = asyncio.Event()
+        try:
+            while not await lock.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", _RELAY_LOCK, self.name
+            ):
+                if stop.is_set():
+                    return
+                await _sleep_or_stop(stop, 1.0)  # standby
+            await lock.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+            await lock.execute(
+                "INSERT INTO relay_checkpoint (name, position) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                self.name,
+                self.start_position,
+            )
+            self.is_leader.set()
+            log.info("relay_leading", name=self.name)
+            await self._relay(lock, wake, stop)
+        finally:
+            self.is_leader.clear()
+            with contextlib.suppress(Exception):
+                await lock.close()
+
+    async def _relay(
+        self, lock: asyncpg.Connection, wake: asyncio.Event, stop: asyncio.Event
+    ) -> None:
+        broker = make_broker(self.amqp_url)
+        connected = False
+        backoff = 0.2
+        try:
+            while not stop.is_set():
+                if lock.is_closed():
+                    raise asyncpg.InterfaceError("relay lock connection lost")
+                try:
+                    if not connected:
+                        await broker.connect()
+                        await declare(broker, self.topology)
+                        connected = True
+                    moved = await self._one_batch(broker, lock)
+                    backoff = 0.2
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    raise
+                except Exception as exc:  # broker trouble: nothing moved, try again
+                    log.warning("relay_publish_failed", error=repr(exc), retry_in=backoff)
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if not moved:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_first(wake, stop), self.idle_wait)
+        finally:
+            with contextlib.suppress(Exception):
+                await broker.stop()
+
+    async def _one_batch(self, broker: RabbitBroker, lock: asyncpg.Connection) -> int:
+        checkpoint = await lock.fetchval(
+            "SELECT position FROM relay_checkpoint WHERE name = $1", self.name
+        )
+        events = await self.store.read_all(checkpoint, self.batch)
+        if not events:
+            return 0
+        await publish(broker, self.topology, events)
+        # Only confirmed events move the checkpoint; a crash before this line
+        # republishes the batch, which consumers recognise as duplicates.
+        await lock.execute(
+            "UPDATE relay_checkpoint SET position = $2, updated_at = now() WHERE name = $1",
+            self.name,
+            events[-1].position,
+        )
+        self.published += len(events)
+        log.debug("relay_published", count=len(events), position=events[-1].position)
+        return len(events)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
