@@ -299,7 +299,9 @@ class InterventionEnded(EventData):
 
     event_type: Literal["intervention_ended"] = "intervention_ended"
     intervention_id: UUID
-    reason: Literal["completed", "stopped_early", "replaced", "pupil_left"] = "completed"
+    reason: Literal["completed", "stopped_early", "replaced", "pupil_left", "sen_support_ended"] = (
+        "completed"
+    )
     exit_measure: Measure | None = None
 
 

@@ -260,9 +260,10 @@ def _meetings_behind(state: PupilState, day: date) -> bool:
     start = next((s.start for s in reversed(state.provision_history) if s.end is None), None)
     if start is None:
         return False
-    year_start = academic_year_start(day)
+    # Meetings held before SEN support began are not the meetings 6.65 asks for.
+    counted_from = max(academic_year_start(day), start)
     expected = terms_completed_since(start, day)
-    held = sum(1 for m in state.parent_meetings if year_start <= m <= day)
+    held = sum(1 for m in state.parent_meetings if counted_from <= m <= day)
     return held < expected
 
 
@@ -293,6 +294,7 @@ def _hold_review(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
         if state.provision is not SenProvision.SEN_SUPPORT:
             raise reject("requires_sen_support", "payload.decision")
         events.append(ev.SenSupportEnded(reason="needs_met"))
+        events += _end_running(state, "sen_support_ended")
     return events
 
 
@@ -331,7 +333,16 @@ def _ehc_annual_review(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
 def _end_sen_support(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
     if ctx.state.provision is not SenProvision.SEN_SUPPORT:
         raise reject("requires_sen_support")
-    return [data]
+    return [data, *_end_running(ctx.state, "sen_support_ended")]
+
+
+def _end_running(state: PupilState, reason: str) -> list[ev.EventData]:
+    """Interventions still running end with the support (or the pupil) they belong to, so
+    the provision map does not count them as running for ever."""
+    return [
+        ev.InterventionEnded(intervention_id=i.intervention_id, reason=reason)
+        for i in state.running_interventions()
+    ]
 
 
 def _transfer(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
@@ -343,13 +354,7 @@ def _transfer(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
 
 
 def _left(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
-    # Leaving ends whatever is still being delivered, so the provision map
-    # does not count it as running forever.
-    ended: list[ev.EventData] = [
-        ev.InterventionEnded(intervention_id=i.intervention_id, reason="pupil_left")
-        for i in ctx.state.running_interventions()
-    ]
-    return [data, *ended]
+    return [data, *_end_running(ctx.state, "pupil_left")]
 
 
 _IDENTITY_FIELDS = ("plan_id", "intervention_id", "provision_id")
@@ -370,12 +375,21 @@ def _correct(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
     return [data]
 
 
-def _correction_keeps_identity(original: ev.EventData | None, replacement: ev.EventData) -> None:
-    if original is None:
-        return
+def _correction_keeps_identity(original: ev.EventData, replacement: ev.EventData) -> None:
     for name in _IDENTITY_FIELDS:
         if getattr(original, name, None) != getattr(replacement, name, None):
             raise reject("correction_target", f"payload.replacement.{name}", "Ids cannot change.")
+    # Ending SEN support at a review recorded a second event; a correction cannot
+    # add or take away that consequence, so the decision may not cross that line.
+    if isinstance(original, ev.ReviewHeld) and isinstance(replacement, ev.ReviewHeld):
+        end = ev.ReviewDecision.END_SEN_SUPPORT
+        if (original.decision is end) != (replacement.decision is end):
+            raise reject(
+                "correction_target",
+                "payload.replacement.decision",
+                "Whether the review ended SEN support cannot be corrected; record what "
+                "happened since instead.",
+            )
 
 
 DECIDERS: dict[str, Decider] = {
@@ -445,13 +459,16 @@ def decide(
         if command.name == "register_pupil":
             return Accepted((data,))
         events = DECIDERS[command.name](ctx, data)
-        checked, day = data, ctx.day
+        checked, day, provision = data, ctx.day, state.provision
         if isinstance(data, ev.RecordCorrected):
+            if original is None or original.event_id != data.corrects_event_id:
+                raise reject("correction_target", "payload.corrects_event_id")
             checked = data.replacement
-            if original is not None:
-                _correction_keeps_identity(original.data, checked)
-                day = school_day(original.occurred_at)
-        content_problems(checked, day, state.provision)
+            _correction_keeps_identity(original.data, checked)
+            # judged as things stood on the corrected event's day
+            day = school_day(original.occurred_at)
+            provision = state.provision_on(day)
+        content_problems(checked, day, provision)
         return Accepted(tuple(events), tuple(ctx.warnings))
     except Rejected as rejected:
         return rejected.rejection

@@ -111,6 +111,13 @@ class PupilState:
     def running_interventions(self) -> tuple[Intervention, ...]:
         return tuple(i for i in self.interventions if i.running)
 
+    def provision_on(self, day: date) -> SenProvision:
+        """The census SEN provision the pupil had on ``day``."""
+        for spell in reversed(self.provision_history):
+            if spell.start <= day and (spell.end is None or day < spell.end):
+                return spell.provision
+        return SenProvision.NO_SEN
+
 
 def _open_spell(state: PupilState, provision: SenProvision, day: date) -> PupilState:
     history = _close_spell(state.provision_history, day)
@@ -250,7 +257,10 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
         case ev.TransitionInformationShared():
             return replace(state, transitions_shared=state.transitions_shared + 1)
         case ev.PupilTransferred():
-            return state
+            # The transfer is recorded at the old school; from now on the pupil is the
+            # new school's (the trust stays the same).
+            moved = Tenant(trust_id=fact.tenant.trust_id, school_urn=data.to_urn)
+            return replace(state, tenant=moved)
         case ev.PupilLeft():
             history = _close_spell(state.provision_history, day)
             return replace(

@@ -43,14 +43,16 @@ async def delete_topology(topology: Topology) -> None:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]],
+    within: float = 30.0,
+    what: str = "condition",
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 @asynccontextmanager

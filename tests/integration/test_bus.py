@@ -185,7 +185,7 @@ async def test_poison_goes_to_the_dead_letter_queue_and_the_rest_flow(store, poo
                 )
             dlq = topology.dlq("orderly").name
             await eventually(lambda: _all_applied(pool, {good: 2}), what="good pupil applied")
-            await eventually(lambda: _depth_is(dlq, 2), timeout=60, what="two dead letters")
+            await eventually(lambda: _depth_is(dlq, 2), within=60, what="two dead letters")
             letters = await list_dead_letters(AMQP_URL, topology, "orderly")
             assert {lt.message_id for lt in letters} == {"garbage", str(refused.event_ids[0])}
             assert all(lt.reason == "delivery_limit" for lt in letters)
