@@ -333,6 +333,80 @@ def dlq_replay(
     _print({"replayed": _run(go)})
 
 
+def _today() -> date:
+    from datetime import UTC, datetime
+
+    from senflow.services.workflow.calendar import school_day
+
+    return school_day(datetime.now(UTC))
+
+
+@app.command("register")
+def register_cmd(
+    trust: Annotated[str | None, typer.Option("--trust")] = None,
+    school: Annotated[str | None, typer.Option("--school", help="School URN")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD (census day)")] = None,
+    counts: Annotated[bool, typer.Option("--counts", help="Only the totals")] = False,
+) -> None:
+    """The SEN register (pupils on K or E) of a school or a trust, now or as of a date."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.projections.queries import register_view
+
+        async with bootstrap.pool(settings) as pool:
+            day = date.fromisoformat(as_of) if as_of else None
+            return await register_view(pool, trust, school, day, _today())
+
+    view = _run(go)
+    if counts:
+        _print(view["counts"])
+        return
+    for row in view["rows"]:
+        _print(row)
+    _print({"counts": view["counts"]})
+
+
+@app.command("provision-map")
+def provision_map_cmd(
+    trust: Annotated[str | None, typer.Option("--trust")] = None,
+    school: Annotated[str | None, typer.Option("--school", help="School URN")] = None,
+    by: Annotated[str, typer.Option("--by", help="school | year_group | need")] = "school",
+    impact: Annotated[bool, typer.Option("--impact", help="Impact per intervention")] = False,
+    rows: Annotated[bool, typer.Option("--rows", help="Every intervention")] = False,
+) -> None:
+    """The provision map: interventions, staff hours, costs and impact."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.projections.queries import provision_view
+
+        async with bootstrap.pool(settings) as pool:
+            return await provision_view(pool, trust, school, by)
+
+    view = _run(go)
+    for item in view["rows"] if rows else view["impact"] if impact else view["totals"]:
+        _print(item)
+
+
+@app.command("audit")
+def audit_cmd(pupil: UUID) -> None:
+    """A pupil's audit trail (who recorded what, when) and their hash-chain result."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.projections.queries import audit_doc
+        from senflow.services.store.verify import verify as run_verify
+
+        async with bootstrap.pool(settings) as pool:
+            doc = await audit_doc(pool, pupil)
+            report = await run_verify(pool, pupil)
+        return doc, report
+
+    doc, report = _run(go)
+    if doc is None:
+        typer.echo(f"no audit trail for {pupil} (yet)", err=True)
+        raise typer.Exit(2)
+    _print({**doc, "chain": {"ok": report.ok, "breaks": [b.describe() for b in report.breaks]}})
+
+
 @app.command()
 def schemas(
     out: Annotated[Path, typer.Option("--out", help="Folder for the JSON Schemas")] = Path(

@@ -1,0 +1,54 @@
+"""Reading the projections: fetch the documents in scope, then the pure query helpers."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from senflow.projections import audit, provision_map, register
+from senflow.projections.base import Doc
+from senflow.projections.tables import fetch_docs
+
+
+async def register_view(
+    pool: asyncpg.Pool,
+    trust_id: str | None,
+    school_urn: str | None,
+    as_of: date | None,
+    today: date,
+) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        docs = await fetch_docs(conn, register.PROJECTION, trust_id, school_urn)
+    rows = register.register_rows(docs, as_of, today)
+    if as_of is not None and school_urn is not None:
+        # a pupil who has moved since belongs to the school they were at then
+        rows = [r for r in rows if r["school_urn"] == school_urn]
+    return {"as_of": as_of, "rows": rows, "counts": register.register_counts(rows)}
+
+
+async def provision_view(
+    pool: asyncpg.Pool, trust_id: str | None, school_urn: str | None, by: str
+) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        docs = await fetch_docs(conn, provision_map.PROJECTION, trust_id, school_urn)
+    rows = provision_map.provision_rows(docs)
+    return {
+        "rows": rows,
+        "totals": provision_map.provision_totals(rows, by),
+        "impact": provision_map.intervention_impact(rows),
+    }
+
+
+async def audit_doc(pool: asyncpg.Pool, pupil_id: UUID) -> Doc | None:
+    async with pool.acquire() as conn:
+        raw = await conn.fetchval(
+            f"SELECT doc FROM {audit.PROJECTION.schema}.docs WHERE stream_id = $1", pupil_id
+        )
+    if raw is None:
+        return None
+    doc: Doc = json.loads(raw)
+    return doc
