@@ -408,6 +408,21 @@ def audit_cmd(pupil: UUID) -> None:
 
 
 @app.command()
+def asyncapi(
+    out: Annotated[Path, typer.Option("--out", help="Where to write it")] = Path(
+        "docs/asyncapi.yaml"
+    ),
+) -> None:
+    """Write the AsyncAPI document of the bus (exchange, routing keys, payload schemas)."""
+    from senflow.services.bus.contract import asyncapi_yaml
+    from senflow.services.bus.topology import Topology
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(asyncapi_yaml(Topology()))
+    _print({"written": str(out)})
+
+
+@app.command()
 def schemas(
     out: Annotated[Path, typer.Option("--out", help="Folder for the JSON Schemas")] = Path(
         "docs/events"
