@@ -274,3 +274,42 @@ async def test_live_read_model_equals_a_rebuild(store, pool, migrated, topology)
     for pupil in expected:
         events = await store.read_stream(pupil, personal=False)
         assert live[pupil][2] == fold(ORDERLY, events)
+
+
+async def test_an_unroutable_event_stops_the_relay_instead_of_vanishing(store, pool, migrated):
+    """With no queue bound, a mandatory publish comes back: the checkpoint must not move."""
+    bare = unique_topology([], partitions=1)  # the exchange exists, nothing is bound to it
+    try:
+        async with running_relay(store, migrated, bare) as relay:
+            await asyncio.wait_for(relay.is_leader.wait(), 10)
+            async with pool.acquire() as conn:
+                start = await conn.fetchval(
+                    "SELECT position FROM relay_checkpoint WHERE name = $1", relay.name
+                )
+            pupil = uuid.uuid4()
+            await store.append(pupil, [new_event(registered())], 0)
+            await asyncio.sleep(1.0)
+            async with pool.acquire() as conn:
+                after = await conn.fetchval(
+                    "SELECT position FROM relay_checkpoint WHERE name = $1", relay.name
+                )
+            assert after == start and relay.published == 0
+
+            # Once something listens, the same event goes out: it was held, not lost.
+            connection = await aio_pika.connect(AMQP_URL)
+            channel = await connection.channel()
+            events = await channel.get_exchange(bare.events.name)
+            tap = await channel.declare_queue(exclusive=True)
+            await tap.bind(events, routing_key="#")
+            msg = await _first_message(tap)
+            assert msg.headers["stream_id"] == str(pupil)
+            await connection.close()
+    finally:
+        await delete_topology(bare)
+
+
+async def _first_message(queue):
+    async with queue.iterator() as it:
+        async for msg in it:
+            await msg.ack()
+            return msg
