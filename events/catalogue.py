@@ -443,6 +443,79 @@ class PersonalDataErased(EventData):
     )
 
 
+class AnnualReportShared(EventData):
+    """The annual report on the pupil's progress was given to the parents (6.64, must)."""
+
+    event_type: Literal["annual_report_shared"] = "annual_report_shared"
+    academic_year: Annotated[str, Field(pattern=r"^[0-9]{4}/[0-9]{2}$", examples=["2025/26"])]
+
+
+# --- notices: what the scheduler records when a date comes or passes ---------------------
+#
+# Appended by the system actor with ids derived from the occurrence, so each is
+# recorded once however many schedulers run. Downstream systems subscribe to
+# them (routing key e.g. review_due.<trust>.<urn>).
+
+
+class ReviewDue(EventData):
+    """A plan's review date is near (the lead time before it; 6.53)."""
+
+    event_type: Literal["review_due"] = "review_due"
+    plan_id: UUID
+    review_date: date
+    lead_days: Annotated[int, Field(ge=0)]
+
+
+class ReviewOverdue(EventData):
+    """A plan's review date passed with no review held (6.53)."""
+
+    event_type: Literal["review_overdue"] = "review_overdue"
+    plan_id: UUID
+    review_date: date
+
+
+class EhcAnnualReviewDue(EventData):
+    """Eleven months since the EHC plan was issued or last reviewed (6.56)."""
+
+    event_type: Literal["ehc_annual_review_due"] = "ehc_annual_review_due"
+    last_reviewed_on: date = Field(description="The plan's issue date or its last review")
+    due_by: date
+
+
+class EhcAnnualReviewOverdue(EventData):
+    """Twelve months passed without the EHC plan's annual review: a statutory must (6.56)."""
+
+    event_type: Literal["ehc_annual_review_overdue"] = "ehc_annual_review_overdue"
+    last_reviewed_on: date
+    due_by: date
+
+
+class ParentMeetingsBehind(EventData):
+    """At a term's end, fewer parent meetings this year than one a term (6.65)."""
+
+    event_type: Literal["parent_meetings_behind"] = "parent_meetings_behind"
+    academic_year: Annotated[str, Field(pattern=r"^[0-9]{4}/[0-9]{2}$")]
+    term: Literal["autumn", "spring", "summer"]
+    expected: Annotated[int, Field(ge=1, le=3)]
+    held: Annotated[int, Field(ge=0)]
+
+
+class AnnualReportDue(EventData):
+    """The statutory annual report to parents is due and not yet recorded (6.64)."""
+
+    event_type: Literal["annual_report_due"] = "annual_report_due"
+    academic_year: Annotated[str, Field(pattern=r"^[0-9]{4}/[0-9]{2}$")]
+    due_by: date
+
+
+class RetentionExpired(EventData):
+    """The pupil's SEN file reached the end of its retention period (date of birth + 31
+    years by default); the vault's erasure follows."""
+
+    event_type: Literal["retention_expired"] = "retention_expired"
+    retention_years: Annotated[int, Field(ge=1, le=120)]
+
+
 CorrectableEvent = Annotated[
     Union[
         PupilRegistered,
@@ -468,6 +541,7 @@ CorrectableEvent = Annotated[
         TransitionInformationShared,
         PupilTransferred,
         PupilLeft,
+        AnnualReportShared,
     ],
     Field(discriminator="event_type"),
 ]
@@ -513,6 +587,14 @@ Event = Annotated[
         PupilLeft,
         RecordCorrected,
         PersonalDataErased,
+        AnnualReportShared,
+        ReviewDue,
+        ReviewOverdue,
+        EhcAnnualReviewDue,
+        EhcAnnualReviewOverdue,
+        ParentMeetingsBehind,
+        AnnualReportDue,
+        RetentionExpired,
     ],
     Field(discriminator="event_type"),
 ]
@@ -522,6 +604,18 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.model_fields["event_type"].default: cls for cls in EventData.__subclasses__()
 }
+# Recorded by the scheduler when a date comes or passes; never corrected.
+NOTICE_TYPES = frozenset(
+    {
+        "review_due",
+        "review_overdue",
+        "ehc_annual_review_due",
+        "ehc_annual_review_overdue",
+        "parent_meetings_behind",
+        "annual_report_due",
+        "retention_expired",
+    }
+)
 
 
 def current_version(event_type: str) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from senflow.projections import audit, provision_map, register
+from senflow.projections import audit, compliance, provision_map, register
 from senflow.projections.base import Projection
 
 PROJECTIONS: dict[str, Projection] = {
     "register": register.PROJECTION,
     "provision-map": provision_map.PROJECTION,
     "audit": audit.PROJECTION,
+    "compliance": compliance.PROJECTION,
 }

@@ -9,7 +9,7 @@ Ordered things are lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any
 
@@ -108,3 +108,34 @@ def replace_fact(facts: list[Doc], target_id: str, fields: Doc, correction_id: s
             fact = {**kept, **fields, "corrected_by": correction_id}
         out.append(fact)
     return out
+
+
+def with_fact(
+    facts: list[Doc], event: RecordedEvent, fields: Callable[[ev.EventData], Doc | None]
+) -> list[Doc]:
+    """The fact log after ``event``: a new fact, a corrected one, or unchanged.
+
+    ``fields`` gives the non-personal content a projection keeps of an event
+    (None for events it ignores).
+    """
+    data = event.data
+    if isinstance(data, ev.RecordCorrected):
+        replacement = fields(data.replacement)
+        if replacement is None:
+            return facts
+        return replace_fact(
+            facts, str(data.corrects_event_id), replacement, correction_id=str(event.event_id)
+        )
+    content = fields(data)
+    if content is None:
+        return facts
+    return [
+        *facts,
+        {
+            "event_id": str(event.event_id),
+            "type": event.event_type,
+            "on": day_of(event),
+            "school_urn": event.tenant.school_urn,
+            **content,
+        },
+    ]

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from senflow.projections import audit, provision_map, register
+from senflow.projections import audit, compliance, provision_map, register
 from senflow.projections.base import Doc
 from senflow.projections.tables import fetch_docs
 
@@ -52,3 +52,14 @@ async def audit_doc(pool: asyncpg.Pool, pupil_id: UUID) -> Doc | None:
         return None
     doc: Doc = json.loads(raw)
     return doc
+
+
+async def compliance_view(
+    pool: asyncpg.Pool, trust_id: str | None, school_urn: str | None, today: date
+) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        docs = await fetch_docs(conn, compliance.PROJECTION, trust_id, school_urn)
+    items = compliance.compliance_items(docs, today)
+    if school_urn is not None:
+        items = [i for i in items if i["school_urn"] == school_urn]
+    return {"today": today, "items": items, "summary": compliance.compliance_summary(items)}

@@ -40,12 +40,11 @@ from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Doc, Projection
 from senflow.projections.common import (
     already_applied,
-    day_of,
     envelope_part,
     iso,
     need_of_rank,
     needs_doc,
-    replace_fact,
+    with_fact,
     year_group_on,
 )
 from senflow.services.workflow.calendar import academic_year_start
@@ -246,26 +245,8 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     if already_applied(doc, event):
         assert doc is not None
         return doc
-    facts: list[Doc] = list(doc["facts"]) if doc else []
+    facts = with_fact(list(doc["facts"]) if doc else [], event, _fields)
     data = event.data
-    if isinstance(data, ev.RecordCorrected):
-        fields = _fields(data.replacement)
-        if fields is not None:
-            facts = replace_fact(
-                facts, str(data.corrects_event_id), fields, correction_id=str(event.event_id)
-            )
-    else:
-        fields = _fields(data)
-        if fields is not None:
-            facts.append(
-                {
-                    "event_id": str(event.event_id),
-                    "type": event.event_type,
-                    "on": day_of(event),
-                    "school_urn": event.tenant.school_urn,
-                    **fields,
-                }
-            )
     derived = derive(facts)
     if derived["school_urn"] is None:
         derived["school_urn"] = event.tenant.school_urn

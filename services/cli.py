@@ -230,7 +230,9 @@ def forget(
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="relay | register | provision-map | audit")],
+    service: Annotated[
+        str, typer.Argument(help="relay | scheduler | register | provision-map | audit | ...")
+    ],
     partitions: Annotated[
         str | None, typer.Option("--partitions", help="Only these partitions, e.g. 0,1")
     ] = None,
@@ -240,6 +242,9 @@ def serve(
 
     if service == "relay":
         _run(services.serve_relay)
+        return
+    if service == "scheduler":
+        _run(services.serve_scheduler)
         return
     chosen = [int(p) for p in partitions.split(",")] if partitions else None
     _check_projection(service)
@@ -284,6 +289,34 @@ def status() -> None:
             return await run_status(pool, settings.amqp_url, topology_from(settings))
 
     _print(_run(go))
+
+
+scheduler_app = typer.Typer(help="Dated notices: reviews due and overdue, and more")
+app.add_typer(scheduler_app, name="scheduler")
+
+
+@scheduler_app.command("tick")
+def scheduler_tick(
+    now: Annotated[
+        str | None, typer.Option("--now", help="YYYY-MM-DD: run as of this day (not future)")
+    ] = None,
+    trust: Annotated[str | None, typer.Option("--trust", help="Only this trust")] = None,
+) -> None:
+    """Record every notice due up to a day (default today), once, and erase expired files."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.services.scheduler import Scheduler
+
+        async with bootstrap.service(settings) as svc:
+            day = date.fromisoformat(now) if now else None
+            return await Scheduler(svc.store, svc).tick(day, trust)
+
+    try:
+        report = _run(go)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    _print(vars(report))
 
 
 dlq_app = typer.Typer(help="Dead-letter queues of the consumer services", no_args_is_help=True)
@@ -385,6 +418,29 @@ def provision_map_cmd(
     view = _run(go)
     for item in view["rows"] if rows else view["impact"] if impact else view["totals"]:
         _print(item)
+
+
+@app.command("compliance")
+def compliance_cmd(
+    trust: Annotated[str | None, typer.Option("--trust")] = None,
+    school: Annotated[str | None, typer.Option("--school", help="School URN")] = None,
+    on: Annotated[str | None, typer.Option("--date", help="Judge as of YYYY-MM-DD")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Only the totals")] = False,
+) -> None:
+    """Where the record falls short of the Code of Practice, paragraph by paragraph."""
+
+    async def go(settings: Settings) -> Any:
+        from senflow.projections.queries import compliance_view
+
+        async with bootstrap.pool(settings) as pool:
+            day = date.fromisoformat(on) if on else _today()
+            return await compliance_view(pool, trust, school, day)
+
+    view = _run(go)
+    if not summary:
+        for item in view["items"]:
+            _print(item)
+    _print({"summary": view["summary"]})
 
 
 @app.command("audit")

@@ -15,8 +15,10 @@ import structlog
 
 from senflow.projections.catalogue import PROJECTIONS
 from senflow.projections.consumer import build_consumer
+from senflow.services.application import SenflowService
 from senflow.services.bus.topology import Topology
 from senflow.services.relay import Relay
+from senflow.services.scheduler import Scheduler
 from senflow.services.settings import Settings
 from senflow.services.store.db import create_pool
 from senflow.services.store.eventstore import EventStore
@@ -44,6 +46,16 @@ async def serve_relay(settings: Settings) -> None:
             EventStore(pool), settings.database_url, settings.amqp_url, topology_from(settings)
         )
         await relay.run(stop)
+    finally:
+        await pool.close()
+
+
+async def serve_scheduler(settings: Settings) -> None:
+    stop = _stop_on_signals()
+    pool = await create_pool(settings.database_url, max_size=4)
+    try:
+        store = EventStore(pool)
+        await Scheduler(store, SenflowService(store)).run(stop, settings.scheduler_every)
     finally:
         await pool.close()
 

@@ -12,5 +12,6 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus_prefix: str = "senflow"  # exchange and queue names start with this
     partitions: int = 2  # queues per consumer service (per-pupil consistent hash)
+    scheduler_every: float = 3600.0  # seconds between scheduler ticks
     log_level: str = "INFO"
     log_json: bool = True

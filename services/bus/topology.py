@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
-SERVICES = ("register", "provision_map", "audit")
+SERVICES = ("register", "provision_map", "audit", "compliance")
 # Generous on purpose: a consumer killed mid-batch also returns its messages,
 # and on RabbitMQ 3.10 that counts as a delivery.
 DELIVERY_LIMIT = 10

@@ -29,6 +29,12 @@ def academic_year_start(day: date) -> date:
     return date(year, 9, 1)
 
 
+def academic_year_label(day: date) -> str:
+    """ "2025/26" for any day from 1 September 2025 to 31 August 2026."""
+    start = academic_year_start(day).year
+    return f"{start}/{(start + 1) % 100:02d}"
+
+
 def term_ends(academic_year_begins: date) -> tuple[date, date, date]:
     """Last days of the autumn, spring and summer terms of that academic year."""
     y = academic_year_begins.year

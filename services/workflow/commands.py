@@ -53,6 +53,7 @@ COMMAND_EVENTS: dict[str, type[ev.EventData]] = {
     "transfer_pupil": ev.PupilTransferred,
     "record_pupil_left": ev.PupilLeft,
     "correct_record": ev.RecordCorrected,
+    "record_annual_report": ev.AnnualReportShared,
 }
 
 

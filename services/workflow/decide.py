@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from senflow.events import catalogue as ev
 from senflow.events.codes import NeedType, SenProvision
 from senflow.services.workflow.calendar import (
+    academic_year_label,
     academic_year_start,
     add_months,
     school_day,
@@ -357,6 +358,18 @@ def _left(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
     return [data, *_end_running(ctx.state, "pupil_left")]
 
 
+def _annual_report(ctx: _Ctx, data: ev.EventData) -> list[ev.EventData]:
+    assert isinstance(data, ev.AnnualReportShared)
+    _requires_provision(ctx.state)
+    if data.academic_year != academic_year_label(ctx.day):
+        raise reject(
+            "annual_report_year",
+            "payload.academic_year",
+            f"The report was given in {academic_year_label(ctx.day)}.",
+        )
+    return [data]
+
+
 _IDENTITY_FIELDS = ("plan_id", "intervention_id", "provision_id")
 
 
@@ -417,6 +430,7 @@ DECIDERS: dict[str, Decider] = {
     "transfer_pupil": _transfer,
     "record_pupil_left": _left,
     "correct_record": _correct,
+    "record_annual_report": _annual_report,
 }
 
 _AFTER_LEAVING = {"correct_record", "share_transition_information"}

@@ -239,6 +239,12 @@ RULES: dict[str, Rule] = {
             "type, keeping its ids.",
             "Point corrects_event_id at an event of this pupil; keep its type and ids.",
         ),
+        _must(
+            "annual_report_year",
+            "6.64",
+            "The annual report belongs to the academic year in which it is given.",
+            "Name the academic year of the day the report was given, e.g. 2025/26.",
+        ),
         # --- good practice: warnings -----------------------------------------------------
         _should(
             "assessment_before_sen_support",

@@ -98,6 +98,7 @@ class PupilState:
     ehc_last_review_on: date | None = None
     ehc_next_review_due: date | None = None
     transitions_shared: int = 0
+    annual_reports: tuple[str, ...] = ()
     corrections: int = 0
     event_types: dict[UUID, str] = field(default_factory=dict, compare=True)
 
@@ -275,6 +276,18 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
             return replace(state, corrections=state.corrections + 1)
         case ev.PersonalDataErased():
             return replace(state, erased=True)
+        case ev.AnnualReportShared():
+            return replace(state, annual_reports=(*state.annual_reports, data.academic_year))
+        case (
+            ev.ReviewDue()
+            | ev.ReviewOverdue()
+            | ev.EhcAnnualReviewDue()
+            | ev.EhcAnnualReviewOverdue()
+            | ev.ParentMeetingsBehind()
+            | ev.AnnualReportDue()
+            | ev.RetentionExpired()
+        ):
+            return state  # notices change nothing; they say what the dates mean
     raise TypeError(f"no evolve for {type(data).__name__}")
 
 

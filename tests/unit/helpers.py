@@ -186,6 +186,7 @@ def default_payload(name: str, day: date, state: PupilState) -> dict[str, Any]:
         },
         "record_pupil_left": {"destination": "moved_away"},
         "correct_record": {"reason": "Typing error"},
+        "record_annual_report": {"academic_year": "2024/25"},
     }
     return copy.deepcopy(payloads[name])
 

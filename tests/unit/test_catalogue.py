@@ -142,6 +142,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reason": "Wrong source",
     },
     "personal_data_erased": {"reason_code": "retention_expired", "reason": "25th birthday + 6y"},
+    "annual_report_shared": {"academic_year": "2025/26"},
+    "review_due": {"plan_id": str(uuid4()), "review_date": "2026-01-20", "lead_days": 14},
+    "review_overdue": {"plan_id": str(uuid4()), "review_date": "2026-01-20"},
+    "ehc_annual_review_due": {"last_reviewed_on": "2025-10-15", "due_by": "2026-10-15"},
+    "ehc_annual_review_overdue": {"last_reviewed_on": "2025-10-15", "due_by": "2026-10-15"},
+    "parent_meetings_behind": {
+        "academic_year": "2025/26",
+        "term": "autumn",
+        "expected": 1,
+        "held": 0,
+    },
+    "annual_report_due": {"academic_year": "2025/26", "due_by": "2026-07-20"},
+    "retention_expired": {"retention_years": 31},
 }
 
 
@@ -156,15 +169,16 @@ def sample(event_type: str) -> ev.EventData:
 
 def test_samples_cover_the_catalogue() -> None:
     assert set(SAMPLES) == set(ev.EVENT_TYPES)
-    assert len(ev.EVENT_TYPES) == 25
+    assert len(ev.EVENT_TYPES) == 33
 
 
 def test_every_event_type_is_in_the_union() -> None:
     assert union_members(ev.Event) == set(ev.EVENT_TYPES.values())
 
 
-def test_every_event_but_corrections_and_erasure_is_correctable() -> None:
-    not_correctable = {ev.RecordCorrected, ev.PersonalDataErased}
+def test_every_event_but_corrections_erasure_and_notices_is_correctable() -> None:
+    notices = {ev.EVENT_TYPES[name] for name in ev.NOTICE_TYPES}
+    not_correctable = {ev.RecordCorrected, ev.PersonalDataErased} | notices
     assert union_members(ev.CorrectableEvent) == set(ev.EVENT_TYPES.values()) - not_correctable
 
 

@@ -329,6 +329,22 @@ def test_transition_requires_parental_agreement() -> None:
     assert p.state.transitions_shared == 1
 
 
+def test_annual_report_year_is_the_year_it_was_given() -> None:
+    p = story_until("sen_support")
+    rejected(
+        p.run("record_annual_report", {"academic_year": "2023/24"}, "2024-10-01"),
+        "annual_report_year",
+        "payload.academic_year",
+    )
+    p.ok("record_annual_report", {"academic_year": "2024/25"}, "2024-10-01")
+    assert p.state.annual_reports == ("2024/25",)
+
+
+def test_annual_report_needs_a_pupil_on_the_register() -> None:
+    p = story_until("registered")
+    rejected(p.run("record_annual_report", {}, "2024-10-01"), "requires_sen_provision")
+
+
 # --- preconditions -------------------------------------------------------------------------
 
 
