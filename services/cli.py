@@ -246,6 +246,11 @@ def serve(
     if service == "scheduler":
         _run(services.serve_scheduler)
         return
+    if service == "api":
+        from senflow.services.api.server import serve_api
+
+        _run(serve_api)
+        return
     chosen = [int(p) for p in partitions.split(",")] if partitions else None
     _check_projection(service)
     _run(lambda settings: services.serve_projection(settings, service, chosen))
@@ -464,6 +469,31 @@ def audit_cmd(pupil: UUID) -> None:
 
 
 @app.command()
+def demo(
+    schools: Annotated[int, typer.Option("--schools")] = 3,
+    pupils_per_school: Annotated[int, typer.Option("--pupils-per-school")] = 200,
+    years: Annotated[int, typer.Option("--years", help="Academic years of history")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    trust: Annotated[str, typer.Option("--trust")] = "trust-demo",
+) -> None:
+    """Record a realistic demo trust through the real command path (same seed, same trust)."""
+    from senflow.services.demo import DemoSpec, generate
+
+    spec = DemoSpec(schools, pupils_per_school, years, seed, trust)
+
+    async def go(settings: Settings) -> Any:
+        async with bootstrap.service(settings) as svc:
+            return await generate(
+                svc,
+                spec,
+                _today(),
+                progress=lambda r: typer.echo(f"  {r.pupils} pupils, {r.events} events", err=True),
+            )
+
+    _print(vars(_run(go)))
+
+
+@app.command()
 def asyncapi(
     out: Annotated[Path, typer.Option("--out", help="Where to write it")] = Path(
         "docs/asyncapi.yaml"
@@ -489,6 +519,12 @@ def schemas(
 
     written = write_catalogue(out)
     _print({"written": len(written), "folder": str(out)})
+
+
+from senflow.services.cli_api import access_log, token_app  # noqa: E402  (HTTP API commands)
+
+app.add_typer(token_app, name="token")
+app.command("access-log")(access_log)
 
 
 if __name__ == "__main__":
