@@ -38,6 +38,29 @@ def event_id_for(command_id: UUID, index: int) -> UUID:
     return uuid5(command_id, f"event-{index}")
 
 
+def envelop(command: CommandBase, state: PupilState, outcome: Accepted) -> list[NewEvent]:
+    """The decided events in their envelopes: ids from the command, tenant from the pupil."""
+    tenant = command.tenant or state.tenant
+    assert tenant is not None
+    events = []
+    for i, data in enumerate(outcome.events):
+        events.append(
+            NewEvent(
+                event_id=event_id_for(command.command_id, i),
+                data=data,
+                occurred_at=command.occurred_at,
+                actor=command.actor,
+                tenant=tenant,
+                correlation_id=command.correlation_id or command.command_id,
+                causation_id=command.command_id,
+            )
+        )
+        if isinstance(data, ev.PupilTransferred):
+            # What follows a transfer in the same command belongs to the new school.
+            tenant = Tenant(trust_id=tenant.trust_id, school_urn=data.to_urn)
+    return events
+
+
 @dataclass(frozen=True)
 class CommandResult:
     command_id: UUID
@@ -113,7 +136,7 @@ class SenflowService:
             if isinstance(outcome, Rejection):
                 log.info("command_rejected", rule=outcome.rule, field=outcome.field)
                 return CommandResult(command.command_id, command.pupil_id, False, rejection=outcome)
-            new_events = self._envelop(command, state, outcome)
+            new_events = envelop(command, state, outcome)
             try:
                 result = await self.store.append(command.pupil_id, new_events, state.version)
             except ConcurrencyConflict:
@@ -131,29 +154,6 @@ class SenflowService:
             )
             return self._result(command, new_events, result, outcome.warnings)
         raise AssertionError("unreachable")
-
-    def _envelop(
-        self, command: CommandBase, state: PupilState, outcome: Accepted
-    ) -> list[NewEvent]:
-        tenant = command.tenant or state.tenant
-        assert tenant is not None
-        events = []
-        for i, data in enumerate(outcome.events):
-            events.append(
-                NewEvent(
-                    event_id=event_id_for(command.command_id, i),
-                    data=data,
-                    occurred_at=command.occurred_at,
-                    actor=command.actor,
-                    tenant=tenant,
-                    correlation_id=command.correlation_id or command.command_id,
-                    causation_id=command.command_id,
-                )
-            )
-            if isinstance(data, ev.PupilTransferred):
-                # What follows a transfer in the same command belongs to the new school.
-                tenant = Tenant(trust_id=tenant.trust_id, school_urn=data.to_urn)
-        return events
 
     def _result(
         self,

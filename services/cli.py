@@ -133,6 +133,29 @@ def _conflict(exc: StoreError) -> dict[str, Any]:
     return {"current_version": current} if current is not None else {}
 
 
+@app.command("import")
+def import_cmd(
+    file: Annotated[str, typer.Argument(help="JSON lines of commands (new pupils); - for stdin")],
+) -> None:
+    """Bulk-import new pupils' histories (COPY): the same store the command path gives."""
+    from senflow.services.importer import bulk_import
+
+    lines = sys.stdin.readlines() if file == "-" else Path(file).read_text("utf-8").splitlines()
+    try:
+        commands = [parse_command(line) for line in lines if line.strip()]
+    except ValidationError as exc:
+        _print({"ok": False, "error": "invalid", "errors": validation_errors(exc)})
+        raise typer.Exit(1) from exc
+
+    async def go(settings: Settings) -> Any:
+        async with bootstrap.service(settings) as svc:
+            return await bulk_import(svc, commands)
+
+    report = _run(go)
+    _print(vars(report))
+    raise typer.Exit(1 if report.refused else 0)
+
+
 @app.command()
 def history(
     pupil: UUID,
