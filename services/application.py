@@ -8,10 +8,10 @@ again (the state has moved on, so deciding again could wrongly reject it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 import structlog
@@ -27,6 +27,14 @@ from senflow.services.workflow.state import PupilState, replay
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+class Appender(Protocol):
+    async def append(
+        self, stream_id: UUID, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> AppendResult: ...
+
+
 _RETRIES = 5
 
 
@@ -101,9 +109,14 @@ class CommandResult:
 
 
 class SenflowService:
-    def __init__(self, store: EventStore, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, store: EventStore, clock: Clock = utc_now, appender: Appender | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        # Where decided events go: the store itself, or a group-commit coalescer in
+        # front of it for services that take many commands at once (the HTTP API).
+        self.append = appender.append if appender is not None else store.append
 
     async def handle(self, command: CommandBase) -> CommandResult:
         structlog.contextvars.bind_contextvars(
@@ -138,7 +151,7 @@ class SenflowService:
                 return CommandResult(command.command_id, command.pupil_id, False, rejection=outcome)
             new_events = envelop(command, state, outcome)
             try:
-                result = await self.store.append(command.pupil_id, new_events, state.version)
+                result = await self.append(command.pupil_id, new_events, state.version)
             except ConcurrencyConflict:
                 # Someone appended between our read and our write. With an explicit
                 # expected version the caller decides; otherwise decide again.

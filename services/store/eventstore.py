@@ -23,6 +23,7 @@ original result if the content is the same, and raises
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -161,15 +162,25 @@ class EventStore:
         batch = _Batch(heads=heads)
         planned: list[tuple[int, AppendRequest, int]] = []  # (index, request, first row)
         outcomes: list[AppendResult | StoreError | None] = [None] * len(requests)
+        in_batch: dict[UUID, int] = {}  # event id -> the request of this batch that holds it
+        echoes: dict[int, int] = {}  # a request repeating an earlier one of this batch
         for i, request in enumerate(requests):
             try:
                 found = [existing[e.event_id] for e in request.events if e.event_id in existing]
                 if found:
                     outcomes[i] = self._replayed(request, found, heads[request.stream_id])
                     continue
+                earlier = {in_batch.get(e.event_id) for e in request.events} - {None}
+                if earlier:
+                    j = earlier.pop()
+                    if earlier or requests[j] != request:
+                        raise EventIdConflict(request.events[0].event_id, "reused in this batch")
+                    echoes[i] = j  # a retry that arrived with its original: same outcome
+                    continue
                 first_row = len(batch.rows)
                 self._plan(request, batch, recorded_at)
                 planned.append((i, request, first_row))
+                in_batch.update((e.event_id, i) for e in request.events)
             except StoreError as err:
                 outcomes[i] = err
         if batch.rows:
@@ -201,6 +212,13 @@ class EventStore:
                     event_ids=tuple(row[0] for row in rows),
                     recorded_at=recorded_at,
                 )
+        for i, j in echoes.items():
+            original = outcomes[j]
+            outcomes[i] = (
+                dataclasses.replace(original, duplicate=True)
+                if isinstance(original, AppendResult)
+                else original
+            )
         return [o for o in outcomes if o is not None]
 
     async def _lock_heads(
