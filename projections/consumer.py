@@ -28,6 +28,7 @@ from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Projection
 from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
 from senflow.services.bus.topology import Topology, declare
+from senflow.services.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES, PROJECTION_FILLED
 from senflow.services.store.eventstore import EventStore
 
 log = structlog.get_logger(__name__)
@@ -56,8 +57,11 @@ class Batcher:
     for the loop to settle it (result or error).
     """
 
-    def __init__(self, apply: ApplyBatch, max_batch: int = 200, max_wait: float = 0.005) -> None:
+    def __init__(
+        self, apply: ApplyBatch, max_batch: int = 200, max_wait: float = 0.005, name: str = ""
+    ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
+        self.name = name  # the projection, for metrics
         self._parked: list[_Parked] = []
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -115,6 +119,10 @@ class Batcher:
         self.stats.applied += s.applied
         self.stats.duplicates += s.duplicates
         self.stats.filled += s.filled
+        if self.name:
+            PROJECTION_APPLIED.labels(self.name).inc(s.applied)
+            PROJECTION_DUPLICATES.labels(self.name).inc(s.duplicates)
+            PROJECTION_FILLED.labels(self.name).inc(s.filled)
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -173,7 +181,9 @@ def build_consumer(
         graceful_timeout=10.0,
         logger=None,
     )
-    batcher = Batcher(transactional_apply(pool, store, projection), max_batch=prefetch)
+    batcher = Batcher(
+        transactional_apply(pool, store, projection), max_batch=prefetch, name=projection.name
+    )
     hashed = topology.hash_exchange(projection.name)
     for p in partitions if partitions is not None else range(topology.partitions):
 

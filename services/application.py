@@ -8,6 +8,8 @@ again (the state has moved on, so deciding again could wrongly reject it).
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,6 +20,7 @@ import structlog
 
 from senflow.events import catalogue as ev
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant
+from senflow.services.metrics import EVENTS_APPENDED, REJECTIONS
 from senflow.services.store.eventstore import AppendResult, ConcurrencyConflict, EventStore
 from senflow.services.workflow.calendar import end_of_school_day
 from senflow.services.workflow.commands import CommandBase
@@ -35,7 +38,7 @@ class Appender(Protocol):
     ) -> AppendResult: ...
 
 
-_RETRIES = 5
+_RETRIES = 20  # decide again after a concurrent append, with a growing random pause
 
 
 def utc_now() -> datetime:
@@ -148,6 +151,7 @@ class SenflowService:
             outcome = decide(state, command, self.clock(), original)
             if isinstance(outcome, Rejection):
                 log.info("command_rejected", rule=outcome.rule, field=outcome.field)
+                REJECTIONS.labels(outcome.rule).inc()
                 return CommandResult(command.command_id, command.pupil_id, False, rejection=outcome)
             new_events = envelop(command, state, outcome)
             try:
@@ -157,7 +161,10 @@ class SenflowService:
                 # expected version the caller decides; otherwise decide again.
                 if command.expected_version is not None or attempt == _RETRIES - 1:
                     raise
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
+            for e in new_events:
+                EVENTS_APPENDED.labels(e.event_type).inc()
             log.info(
                 "command_accepted",
                 events=len(new_events),

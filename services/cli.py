@@ -288,6 +288,23 @@ def _check_projection(name: str) -> None:
 
 
 @app.command()
+def supervise(
+    api: Annotated[bool, typer.Option("--api/--no-api", help="Also run the HTTP API")] = True,
+    logs: Annotated[Path, typer.Option("--logs", help="Folder for each service's log")] = Path(
+        ".senflow/logs"
+    ),
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="First Prometheus port (one each)")
+    ] = None,
+) -> None:
+    """Run every service (relay, scheduler, projections, API) as children, restarting them."""
+    from senflow.services.supervisor import CORE, Supervisor
+
+    services = [*CORE, "api"] if api else list(CORE)
+    _run(lambda settings: Supervisor(services, logs, metrics_port).run())
+
+
+@app.command()
 def rebuild(
     projection: Annotated[str, typer.Argument(help="register | provision-map | audit")],
 ) -> None:

@@ -26,6 +26,7 @@ from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
 from senflow.services.bus.topology import Topology, declare, routing_key
+from senflow.services.metrics import RELAY_LAG, RELAY_PUBLISHED
 from senflow.services.store.db import SERVER_SETTINGS
 from senflow.services.store.eventstore import NOTIFY_CHANNEL, EventStore
 
@@ -168,6 +169,7 @@ class Relay:
         )
         events = await self.store.read_all(checkpoint, self.batch)
         if not events:
+            RELAY_LAG.set(0)
             return 0
         await publish(broker, self.topology, events)
         # Only confirmed events move the checkpoint; a crash before this line
@@ -178,6 +180,8 @@ class Relay:
             events[-1].position,
         )
         self.published += len(events)
+        RELAY_PUBLISHED.inc(len(events))
+        RELAY_LAG.set(max(0, await self.store.head_position() - events[-1].position))
         log.debug("relay_published", count=len(events), position=events[-1].position)
         return len(events)
 

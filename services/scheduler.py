@@ -26,6 +26,7 @@ import structlog
 from senflow.events import catalogue as ev
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role
 from senflow.services.application import SenflowService
+from senflow.services.metrics import NOTICES
 from senflow.services.store.eventstore import ConcurrencyConflict, EventStore
 from senflow.services.workflow.calendar import SCHOOL_TZ, school_day
 from senflow.services.workflow.schedule import Occurrence, ScheduleConfig, occurrences
@@ -134,6 +135,7 @@ class Scheduler:
             report.recorded += 1
             kind = o.data.event_type  # type: ignore[attr-defined]
             report.by_type[kind] = report.by_type.get(kind, 0) + 1
+            NOTICES.labels(kind).inc()
             if isinstance(o.data, ev.RetentionExpired):
                 await self._erase(pupil, report)
 

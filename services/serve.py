@@ -11,12 +11,16 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
+import aio_pika
+import asyncpg
 import structlog
 
+from senflow.projections.base import Projection
 from senflow.projections.catalogue import PROJECTIONS
 from senflow.projections.consumer import build_consumer
 from senflow.services.application import SenflowService
 from senflow.services.bus.topology import Topology
+from senflow.services.metrics import DEAD_LETTERS, PROJECTION_LAG, every, serve_metrics
 from senflow.services.relay import Relay
 from senflow.services.scheduler import Scheduler
 from senflow.services.settings import Settings
@@ -40,6 +44,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def serve_relay(settings: Settings) -> None:
     stop = _stop_on_signals()
+    serve_metrics(settings.metrics_port)
     pool = await create_pool(settings.database_url, max_size=4)
     try:
         relay = Relay(
@@ -52,12 +57,32 @@ async def serve_relay(settings: Settings) -> None:
 
 async def serve_scheduler(settings: Settings) -> None:
     stop = _stop_on_signals()
+    serve_metrics(settings.metrics_port)
     pool = await create_pool(settings.database_url, max_size=4)
     try:
         store = EventStore(pool)
         await Scheduler(store, SenflowService(store)).run(stop, settings.scheduler_every)
     finally:
         await pool.close()
+
+
+async def _observe(pool: asyncpg.Pool, projection: Projection, settings: Settings) -> None:
+    """Lag and dead-letter depth, for the metrics endpoint."""
+    async with pool.acquire() as conn:
+        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        mine = await conn.fetchval(
+            f"SELECT coalesce(max(position), 0) FROM {projection.schema}.docs"
+        )
+    PROJECTION_LAG.labels(projection.name).set(head - mine)
+    connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    try:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(
+            topology_from(settings).dlq(projection.name).name, passive=True
+        )
+        DEAD_LETTERS.labels(projection.name).set(dlq.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
 
 
 async def serve_projection(
@@ -78,7 +103,12 @@ async def serve_projection(
         await service.prepare()
         await service.broker.start()
         log.info("consumer_started", projection=name, partitions=partitions or "all")
+        serve_metrics(settings.metrics_port)
+        watching = asyncio.create_task(
+            every(10.0, stop, lambda: _observe(pool, projection, settings))
+        )
         await stop.wait()
+        await watching
         await service.stop()
         log.info("consumer_stopped", projection=name, **vars(service.batcher.stats))
     finally:

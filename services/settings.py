@@ -13,5 +13,6 @@ class Settings(BaseSettings):
     bus_prefix: str = "senflow"  # exchange and queue names start with this
     partitions: int = 2  # queues per consumer service (per-pupil consistent hash)
     scheduler_every: float = 3600.0  # seconds between scheduler ticks
+    metrics_port: int | None = None  # Prometheus endpoint of this process, if set
     log_level: str = "INFO"
     log_json: bool = True
