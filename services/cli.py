@@ -549,6 +549,21 @@ def asyncapi(
 
 
 @app.command()
+def definitions(
+    out: Annotated[Path, typer.Option("--out")] = Path("deploy/rabbitmq/definitions.json"),
+) -> None:
+    """Write the RabbitMQ topology as a definitions file (for rabbitmqctl import_definitions)."""
+    from senflow.services.bus.topology import Topology
+    from senflow.services.bus.topology import definitions as topology_definitions
+
+    settings = Settings()
+    topology = Topology(prefix=settings.bus_prefix, partitions=settings.partitions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(topology_definitions(topology), indent=2) + "\n")
+    _print({"written": str(out)})
+
+
+@app.command()
 def schemas(
     out: Annotated[Path, typer.Option("--out", help="Folder for the JSON Schemas")] = Path(
         "docs/events"

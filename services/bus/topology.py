@@ -105,3 +105,64 @@ async def declare(broker: RabbitBroker, topology: Topology) -> None:
             await q.bind(hashed, routing_key="1")
         dlq = await broker.declare_queue(topology.dlq(service))
         await dlq.bind(dlx, routing_key=service)
+
+
+def definitions(topology: Topology) -> dict[str, object]:
+    """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``).
+
+    The services declare all of this themselves on start; the file lets an
+    operator create or review it up front. Users and permissions are left to
+    the operator.
+    """
+    exchanges: list[dict[str, object]] = []
+    queues: list[dict[str, object]] = []
+    bindings: list[dict[str, object]] = []
+
+    def exchange(x: RabbitExchange) -> None:
+        exchanges.append(
+            {
+                "name": x.name,
+                "vhost": "/",
+                "type": x.type.value,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": dict(x.arguments or {}),
+            }
+        )
+
+    def queue(q: RabbitQueue) -> None:
+        args = {**(q.arguments or {}), "x-queue-type": "quorum"}
+        queues.append(
+            {"name": q.name, "vhost": "/", "durable": True, "auto_delete": False, "arguments": args}
+        )
+
+    def bind(source: str, destination: str, kind: str, key: str) -> None:
+        bindings.append(
+            {
+                "source": source,
+                "vhost": "/",
+                "destination": destination,
+                "destination_type": kind,
+                "routing_key": key,
+                "arguments": {},
+            }
+        )
+
+    exchange(topology.events)
+    exchange(topology.dead_letters)
+    for service in topology.services:
+        hashed = topology.hash_exchange(service)
+        exchange(hashed)
+        bind(topology.events.name, hashed.name, "exchange", "#")
+        for p in range(topology.partitions):
+            queue(topology.queue(service, p))
+            bind(hashed.name, topology.queue_name(service, p), "queue", "1")
+        queue(topology.dlq(service))
+        bind(topology.dead_letters.name, topology.dlq(service).name, "queue", service)
+    return {
+        "vhosts": [{"name": "/"}],
+        "exchanges": exchanges,
+        "queues": queues,
+        "bindings": bindings,
+    }

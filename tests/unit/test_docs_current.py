@@ -10,7 +10,7 @@ import pytest
 from senflow.events.catalogue import EVENT_TYPES
 from senflow.events.schemas import catalogue_markdown, event_schema
 from senflow.services.bus.contract import asyncapi_yaml
-from senflow.services.bus.topology import Topology
+from senflow.services.bus.topology import Topology, definitions
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +39,8 @@ def test_asyncapi_lists_every_event_type_with_its_routing_key():
     text = asyncapi_yaml(Topology())
     for name in EVENT_TYPES:
         assert f"address: {name}.{{trust_id}}.{{school_urn}}" in text
+
+
+def test_rabbitmq_definitions_file_is_current():
+    on_disk = json.loads((DOCS.parent / "deploy" / "rabbitmq" / "definitions.json").read_text())
+    assert on_disk == definitions(Topology()), "run: senflow definitions"
