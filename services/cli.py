@@ -323,8 +323,10 @@ def rebuild(
 
 
 @app.command()
-def status() -> None:
-    """Health and lag of the store, the relay, every projection and the dead-letter queues."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """One screen: the store, the relay, each projection's lag, dead letters, the API."""
 
     async def go(settings: Settings) -> Any:
         from senflow.services.serve import topology_from
@@ -333,7 +335,13 @@ def status() -> None:
         async with bootstrap.pool(settings) as pool:
             return await run_status(pool, settings.amqp_url, topology_from(settings))
 
-    _print(_run(go))
+    report = _run(go)
+    if as_json:
+        _print(report)
+        return
+    from senflow.services.status import render
+
+    typer.echo(render(report))
 
 
 scheduler_app = typer.Typer(help="Dated notices: reviews due and overdue, and more")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -12,7 +13,13 @@ from senflow.projections.catalogue import PROJECTIONS
 from senflow.services.bus.topology import Topology
 
 
-async def status(pool: asyncpg.Pool, amqp_url: str, topology: Topology) -> dict[str, Any]:
+async def status(
+    pool: asyncpg.Pool,
+    amqp_url: str,
+    topology: Topology,
+    api_host: str = "127.0.0.1",
+    api_port: int = 8000,
+) -> dict[str, Any]:
     async with pool.acquire() as conn:
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         relay = await conn.fetchval("SELECT position FROM relay_checkpoint WHERE name = 'main'")
@@ -45,9 +52,44 @@ async def status(pool: asyncpg.Pool, amqp_url: str, topology: Topology) -> dict[
                     broker["dead_letters"][name] = q.declaration_result.message_count
         finally:
             await connection.close()
+    api = "not running"
+    with contextlib.suppress(Exception):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(api_host, api_port), 2)
+        writer.write(f"GET /health/ready HTTP/1.0\r\nHost: {api_host}\r\n\r\n".encode())
+        line = (await asyncio.wait_for(reader.readline(), 3)).decode()
+        writer.close()
+        api = "ready" if " 200 " in line else f"unhealthy ({line.strip()})"
     return {
         "store": {"head_position": head},
+        "api": {"url": f"http://{api_host}:{api_port}", "state": api},
         "relay": {"position": relay, "lag": None if relay is None else head - relay},
         "projections": projections,
         "broker": broker,
     }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The status report as a screen for people."""
+
+    def lag(value: Any) -> str:
+        return "-" if value is None else ("ok" if value == 0 else f"{value} behind")
+
+    relay = report["relay"]
+    broker = report["broker"]
+    lines = [
+        f"store      head position {report['store']['head_position']}",
+        f"relay      position {relay['position']}  {lag(relay['lag'])}",
+        f"broker     {'reachable' if broker['reachable'] else 'UNREACHABLE'}",
+        f"api        {report['api']['state']}  {report['api']['url']}",
+        "projections:",
+    ]
+    for name, p in report["projections"].items():
+        if "state" in p:
+            lines.append(f"  {name:<14} {p['state']}")
+            continue
+        dead = broker.get("dead_letters", {}).get(name)
+        lines.append(
+            f"  {name:<14} {p['pupils']:>7} pupils  position {p['position']:<10} "
+            f"{lag(p['lag']):<14} dead letters {'-' if dead is None else dead}"
+        )
+    return "\n".join(lines)

@@ -206,7 +206,7 @@ def test_pipeline_survives_repeated_sigkill_and_matches_a_rebuild(deployment, tm
     trail = json.loads(senflow(env, "audit", str(pupils[0])).stdout)
     assert len(trail["entries"]) == 26 and trail["chain"]["ok"] is True
 
-    status = json.loads(senflow(env, "status").stdout)
+    status = json.loads(senflow(env, "status", "--json").stdout)
     assert all(p["lag"] == 0 for p in status["projections"].values())
     assert status["relay"]["lag"] == 0
     assert status["broker"]["dead_letters"] == {name: 0 for name in PROJECTIONS}
