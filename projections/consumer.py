@@ -97,6 +97,13 @@ class Batcher:
         try:
             self._count(await self.apply([p.event for p in batch]))
             for p in batch:
+                log.debug(
+                    "event_applied",
+                    projection=self.name,
+                    event_id=str(p.event.event_id),
+                    correlation_id=str(p.event.correlation_id),
+                    version=p.event.version,
+                )
                 _settle(p.done)
         except Exception as exc:
             log.warning("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
@@ -110,6 +117,7 @@ class Batcher:
                         event_id=str(p.event.event_id),
                         stream_id=str(p.event.stream_id),
                         version=p.event.version,
+                        correlation_id=str(p.event.correlation_id),
                         error=repr(one),
                     )
                     if not p.done.done():

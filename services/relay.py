@@ -63,6 +63,12 @@ async def publish(
     """Publish events in order; returns once the broker confirmed every one."""
     exchange = topology.events
     for e in events:
+        log.debug(
+            "event_publishing",
+            event_id=str(e.event_id),
+            correlation_id=str(e.correlation_id),
+            position=e.position,
+        )
         await broker.publish(
             e.model_dump_json().encode(),
             exchange=exchange,
