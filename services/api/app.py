@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -25,6 +26,8 @@ from senflow.services.api.metrics import Metrics
 from senflow.services.api.middleware import RequestContext
 from senflow.services.store.db import create_pool
 from senflow.services.store.tenancy import reset_role
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = """Commands and queries of senflow for schools and multi-academy trusts.
 
@@ -50,10 +53,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             reset=reset_role,
         )
         app.state.pool = pool
+        log.info("api_started")
         try:
             yield
         finally:
             await pool.close()
+            log.info("api_stopped")
 
     app = FastAPI(
         title="senflow",
