@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+from datetime import timedelta
 
 import pytest
 from typer.testing import CliRunner
 
+from senflow.events.envelope import Role
 from senflow.services import bootstrap
+from senflow.services.api import access_log
+from senflow.services.api.tokens import create_token
 from senflow.services.cli import app
+from senflow.services.store.db import create_pool
+from senflow.services.store.tenancy import TrustPool
 from tests.integration.api_support import new_school, new_trust
 
 pytestmark = pytest.mark.integration
@@ -70,3 +78,25 @@ def test_tokens_and_the_access_log_from_the_command_line(
     log = runner.invoke(app, ["access-log", "--trust", trust])
     assert log.exit_code == 0, log.output
     assert _lines(log.output) == []  # nobody has read anything in this trust yet
+
+    pupil = uuid.uuid4()
+    asyncio.run(_a_read(migrated, trust, school, pupil))
+    log = runner.invoke(app, ["access-log", "--trust", trust, "--pupil", str(pupil)])
+    [entry] = _lines(log.output)
+    assert entry["user_id"] == "teacher.cli" and entry["pupil_ids"] == [str(pupil)]
+    other = runner.invoke(app, ["access-log", "--trust", trust, "--pupil", str(uuid.uuid4())])
+    assert _lines(other.output) == []
+
+
+async def _a_read(dsn: str, trust: str, school: str, pupil: uuid.UUID) -> None:
+    """What the API records when a class teacher reads a pupil."""
+    pool = await create_pool(dsn)
+    try:
+        issued = await create_token(
+            pool, Role.CLASS_TEACHER, trust, school, "teacher.cli", timedelta(hours=1)
+        )
+        await access_log.record(
+            TrustPool(pool, trust), issued.principal, "pupil_state", [pupil], school
+        )
+    finally:
+        await pool.close()
