@@ -1,0 +1,120 @@
+"""Bulk import: events/s through the import path, against a bare COPY of the same rows.
+
+- import (commands): ``services.importer.bulk_import`` from parsed commands: each
+  new pupil's history decided by the workflow, sealed, hash-chained and
+  written with COPY, 500 pupils per transaction;
+- import (store): ``EventStore.import_new_streams`` from decided events (the
+  store's part alone: sealing, hashing, stream heads, vault keys, COPY), two
+  chunks in flight as ``bulk_import`` does;
+- ceiling: the same rows, sealed and hashed beforehand (outside the timing),
+  written by a bare asyncpg COPY into a table like ``events`` (no trigger, no
+  foreign key, no lock, no stream heads), in the same transactions.
+
+Pupils are the demo trust's natural mix (most pupils have only their
+registration; those on SEN support have dozens of events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import data
+from bench.common import Config, Row, Timer, bench_database, median, pool_for
+from senflow.services.application import SenflowService
+from senflow.services.importer import bulk_import
+from senflow.services.store import vault
+from senflow.services.store.eventstore import _COLUMNS, EventStore, _row
+from senflow.services.workflow.commands import parse_command
+
+COLUMNS = [c.strip() for c in _COLUMNS.split(",")]
+BATCH = 500
+
+
+async def run(config: Config) -> list[Row]:
+    count = 1500 if config.quick else 10000
+    rounds = 1 if config.quick else 2
+    results: dict[str, list[float]] = {}
+    with Timer() as prep:
+        templates = data.pupils(count, seed=4)
+    events_total = sum(len(p.events) for p in templates)
+    for r in range(rounds):
+        async with bench_database() as url, pool_for(url, size=4) as pool:
+            store = EventStore(pool)
+            async with pool.acquire() as conn:
+                await conn.execute("CREATE TABLE ceiling_events (LIKE events INCLUDING ALL)")
+            # import from commands (fresh pupils each round: the ids come from the seed)
+            raw = [c for p in data.raw_pupils(count, seed=100 + r) for c in p]
+            commands = [parse_command(c) for c in raw]
+            with Timer() as t:
+                report = await bulk_import(SenflowService(store), commands, batch_pupils=BATCH)
+            results.setdefault("import (commands)", []).append(report.events / t.seconds)
+            # import from decided events
+            streams = [data.clone(p.events) for p in templates]
+            chunks = [streams[i : i + BATCH] for i in range(0, len(streams), BATCH)]
+            with Timer() as t:
+                n = await _import_two_in_flight(store, chunks)
+            results.setdefault("import (store)", []).append(n / t.seconds)
+            # the ceiling: the same rows, bare COPY, same transactions
+            batches = _rows([data.clone(p.events) for p in templates])
+            with Timer() as t:
+                n = 0
+                for rows in batches:
+                    async with pool.acquire() as conn, conn.transaction():
+                        await conn.copy_records_to_table(
+                            "ceiling_events", records=rows, columns=COLUMNS
+                        )
+                    n += len(rows)
+            results.setdefault("ceiling (COPY)", []).append(n / t.seconds)
+    rate = {k: median(v) for k, v in results.items()}
+    out = [
+        Row(
+            "import",
+            k,
+            v,
+            "events/s",
+            extra={"rounds": [round(x, 1) for x in results[k]]},
+        )
+        for k, v in rate.items()
+    ]
+    for case in ("import (commands)", "import (store)"):
+        ratio = rate[case] / rate["ceiling (COPY)"]
+        out.append(
+            Row(
+                "import",
+                f"ratio {case} / ceiling",
+                ratio,
+                "x",
+                target=">= 0.7x",
+                met=ratio >= 0.7,
+            )
+        )
+    out[0].extra.update(pupils=count, events=events_total, data_prep_s=round(prep.seconds, 1))
+    return out
+
+
+def _rows(streams: list[tuple[Any, list[Any]]]) -> list[list[tuple[Any, ...]]]:
+    now = datetime.now(UTC)
+    batches = []
+    for i in range(0, len(streams), BATCH):
+        rows = []
+        for sid, events in streams[i : i + BATCH]:
+            key, last = vault.new_key(), None
+            for version, e in enumerate(events, start=1):
+                row = _row(sid, version, e, now, key, last)
+                last = row[-1]
+                rows.append(row)
+        batches.append(rows)
+    return batches
+
+
+async def _import_two_in_flight(store: EventStore, chunks: list[Any]) -> int:
+    """As ``bulk_import`` does: one chunk seals and hashes while another's COPY runs."""
+    gate = asyncio.Semaphore(2)
+
+    async def one(chunk: list[Any]) -> int:
+        async with gate:
+            return await store.import_new_streams(chunk)
+
+    return sum(await asyncio.gather(*(one(c) for c in chunks)))
