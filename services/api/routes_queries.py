@@ -17,8 +17,8 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import TypeAdapter
 
 from senflow.events.envelope import TrustId
-from senflow.projections import provision_map, register
-from senflow.projections.queries import provision_view, register_view
+from senflow.projections import compliance, provision_map, register
+from senflow.projections.queries import compliance_view, provision_view, register_view
 from senflow.services.api import access_log
 from senflow.services.api.auth import Caller, require
 from senflow.services.api.consistency import wait_for
@@ -364,9 +364,92 @@ async def trust_provision_map(
 
 
 # --- the compliance view ------------------------------------------------------------------------
-# The owner adds it here: GET /v1/schools/{school_urn}/compliance and
-# /v1/trusts/{trust_id}/compliance, guarded by require(caller, Read.COMPLIANCE) and the
-# same _school_scope / _trust_scope checks, logged with _log_view.
+
+ComplianceRule = Annotated[
+    Literal[tuple(compliance.RULES)] | None,  # type: ignore[valid-type]
+    Query(description="Only findings of this rule"),
+]
+
+
+async def _compliance(
+    request: Request,
+    caller: Principal,
+    school_urn: str | None,
+    on: date | None,
+    rule: str | None,
+    limit: int,
+    offset: int,
+    min_position: int | None,
+) -> dict[str, Any]:
+    trust_id = caller.scope.trust_id
+    await wait_for(
+        request.app.state.pool,
+        compliance.PROJECTION,
+        trust_id,
+        min_position,
+        request.app.state.settings.api_max_consistency_wait,
+    )
+    view = await compliance_view(request.app.state.pool, trust_id, school_urn, on or _today())
+    items = [i for i in view["items"] if rule is None or i["rule"] == rule]
+    page = items[offset : offset + limit]
+    await _log_view(request, caller, "compliance", page, school_urn)
+    return {
+        "trust_id": trust_id,
+        "school_urn": school_urn,
+        "date": on or _today(),
+        "items": page,
+        "summary": compliance.compliance_summary(items),
+        "page": _page(items, limit, offset),
+    }
+
+
+@router.get("/schools/{school_urn}/compliance", summary="A school's Code of Practice findings")
+async def school_compliance(
+    request: Request,
+    caller: Caller,
+    school_urn: SchoolUrn,
+    on: Annotated[
+        date | None,
+        Query(
+            alias="date",
+            ge=date(1990, 1, 1),
+            le=date(2999, 12, 31),
+            description="Judge as of this day",
+        ),
+    ] = None,
+    rule: ComplianceRule = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    require(caller, Read.COMPLIANCE)
+    await _school_scope(request, caller, school_urn)
+    return await _compliance(request, caller, school_urn, on, rule, limit, offset, min_position)
+
+
+@router.get("/trusts/{trust_id}/compliance", summary="The trust's Code of Practice findings")
+async def trust_compliance(
+    request: Request,
+    caller: Caller,
+    trust_id: Trust,
+    school: Annotated[str | None, Query(pattern=_URN_PATTERN)] = None,
+    on: Annotated[
+        date | None,
+        Query(
+            alias="date",
+            ge=date(1990, 1, 1),
+            le=date(2999, 12, 31),
+            description="Judge as of this day",
+        ),
+    ] = None,
+    rule: ComplianceRule = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    require(caller, Read.COMPLIANCE)
+    _trust_scope(caller, trust_id)
+    return await _compliance(request, caller, school, on, rule, limit, offset, min_position)
 
 
 # --- events and the caller ------------------------------------------------------------------------

@@ -57,6 +57,9 @@ COMMAND_EVENTS: dict[str, type[ev.EventData]] = {
 }
 
 
+EARLIEST = datetime(1990, 1, 1, tzinfo=SCHOOL_TZ)
+
+
 class CommandBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -81,6 +84,15 @@ class CommandBase(BaseModel):
             return datetime.combine(value, time(12), SCHOOL_TZ)
         if isinstance(value, str) and len(value) == 10:
             return datetime.combine(date.fromisoformat(value), time(12), SCHOOL_TZ)
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _within_records(cls, value: datetime) -> datetime:
+        # Nothing senflow records happened before digital SEN records existed; this
+        # also keeps time-zone arithmetic well away from datetime's limits.
+        if value < EARLIEST:
+            raise ValueError("occurred_at must be on or after 1990-01-01")
         return value
 
     @property

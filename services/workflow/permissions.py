@@ -23,7 +23,7 @@ class Read(StrEnum):
     TRUST_REPORTS = "read_trust_reports"  # register and provision map across the trust
     EVENTS = "read_events"  # the event feed (personal fields withheld)
     ACCESS_LOG = "read_access_log"  # who looked at whom
-    COMPLIANCE = "read_compliance"  # the compliance view (to come: owner)
+    COMPLIANCE = "read_compliance"  # the compliance view (Code of Practice findings)
 
 
 ALL_COMMANDS: frozenset[str] = frozenset(COMMAND_EVENTS)

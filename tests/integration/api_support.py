@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI
 
 from senflow.events.envelope import Role
-from senflow.projections import provision_map, register
+from senflow.projections import compliance, provision_map, register
 from senflow.projections.tables import apply_events, ensure_tables
 from senflow.services.api.app import create_app
 from senflow.services.api.config import ApiSettings
@@ -28,7 +28,7 @@ from senflow.services.store.eventstore import EventStore
 from tests.integration.helpers import upn
 from tests.integration.story import story
 
-VIEWS = (register.PROJECTION, provision_map.PROJECTION)
+VIEWS = (register.PROJECTION, provision_map.PROJECTION, compliance.PROJECTION)
 
 
 def new_trust() -> str:

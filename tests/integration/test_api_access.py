@@ -62,10 +62,10 @@ def expected(endpoint: str, role: str, target: str) -> int:
     wide = role in TRUST_WIDE
     if endpoint in ("pupil", "timeline"):
         allowed, reach = role in READ_PUPIL, {"own_school"} | ({"other_school"} if wide else set())
-    elif endpoint in ("school_register", "school_provision_map"):
+    elif endpoint in ("school_register", "school_provision_map", "school_compliance"):
         allowed = role in SCHOOL_VIEWS
         reach = {"own_school"} | ({"other_school"} if wide else set())
-    elif endpoint in ("trust_register", "trust_provision_map"):
+    elif endpoint in ("trust_register", "trust_provision_map", "trust_compliance"):
         allowed, reach = role in TRUST_VIEWS, {"own_school", "other_school"}
     elif endpoint == "record_progress":
         allowed, reach = role in RECORD_PROGRESS, {"own_school"}
@@ -143,6 +143,10 @@ def request_for(endpoint: str, target: str, w: World) -> tuple[str, str, Any]:
             return "GET", f"/v1/trusts/{trust}/register", None
         case "trust_provision_map":
             return "GET", f"/v1/trusts/{trust}/provision-map", None
+        case "school_compliance":
+            return "GET", f"/v1/schools/{school}/compliance", None
+        case "trust_compliance":
+            return "GET", f"/v1/trusts/{trust}/compliance?date=2026-01-15", None
         case "record_progress":
             return "POST", "/v1/commands", progress_body(pupil)
         case "register_pupil":
@@ -165,6 +169,8 @@ ENDPOINTS = [
     "school_provision_map",
     "trust_register",
     "trust_provision_map",
+    "school_compliance",
+    "trust_compliance",
     "record_progress",
     "register_pupil",
     "events",

@@ -316,3 +316,16 @@ async def test_migrations_are_safe_twice_and_concurrently():
         admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
         await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_after_a_transfer_the_stream_belongs_to_the_new_school(store: EventStore, pool):
+    from senflow.events import catalogue as ev
+
+    pupil = uuid.uuid4()
+    await store.append(pupil, [new_event(registered())], 0)
+    await store.append(
+        pupil, [new_event(ev.PupilTransferred(from_urn="123456", to_urn="654321"))], 1
+    )
+    async with pool.acquire() as conn:
+        school = await conn.fetchval("SELECT school_urn FROM streams WHERE stream_id = $1", pupil)
+    assert school == "654321"

@@ -333,3 +333,20 @@ def test_upcast_current_version_is_identity() -> None:
 def test_upcast_refuses_a_newer_version(event_type: str, version: int) -> None:
     with pytest.raises(UnknownSchemaVersion, match="newer"):
         upcast(event_type, version, {})
+
+
+def test_a_command_dated_before_1990_is_refused() -> None:
+    import pydantic
+
+    from senflow.services.workflow.commands import parse_command
+
+    with pytest.raises(pydantic.ValidationError, match="1990"):
+        parse_command(
+            {
+                "command": "raise_concern",
+                "pupil_id": str(uuid4()),
+                "occurred_at": "0001-01-01T00:00:00+14:00",
+                "actor": {"user_id": "t", "role": "class_teacher"},
+                "payload": {"source": "parent", "description": "x"},
+            }
+        )
