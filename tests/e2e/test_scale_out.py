@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
+import socket
 import subprocess
 import time
 import urllib.request
@@ -38,6 +38,12 @@ pytestmark = pytest.mark.e2e
 INSTANCES = 3
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     found = re.findall(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.MULTILINE)
@@ -55,14 +61,13 @@ def test_three_instances_per_projection_share_the_work_in_order(tmp_path):
         "SENFLOW_LOG_LEVEL": "WARNING",
     }
     assert senflow(env, "db", "migrate").returncode == 0
-    base = random.randrange(20000, 30000, 100)
     procs: list[tuple[str, int, subprocess.Popen[bytes]]] = []
     services = Services(env, tmp_path)
     try:
         services.start("relay")
         for n, projection in enumerate(PROJECTIONS):
             for i in range(INSTANCES):
-                port = base + n * INSTANCES + i
+                port = _free_port()
                 log = (tmp_path / f"{projection}-{i}.log").open("ab")
                 procs.append(
                     (
@@ -86,8 +91,12 @@ def test_three_instances_per_projection_share_the_work_in_order(tmp_path):
         for projection, port, _ in procs:
             applied = _metric(port, "senflow_projection_applied_total")
             filled = _metric(port, "senflow_projection_gap_filled_total")
-            assert applied > 0, f"{projection} instance on {port} did nothing"
-            assert filled == 0, f"{projection} on {port} saw events out of order"
+            logs = tmp_path
+            tail = "\n".join(
+                f.read_text()[-2000:] for f in sorted(logs.glob(f"{projection}-*.log"))
+            )
+            assert applied > 0, f"{projection} instance on {port} did nothing\n{tail}"
+            assert filled == 0, f"{projection} on {port} saw events out of order\n{tail}"
         equal = asyncio.run(_equal_to_rebuild(env["SENFLOW_DATABASE_URL"]))
         assert equal == {p: True for p in PROJECTIONS}
     finally:
