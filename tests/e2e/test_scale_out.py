@@ -65,7 +65,7 @@ def test_three_instances_per_projection_share_the_work_in_order(tmp_path):
     services = Services(env, tmp_path)
     try:
         services.start("relay")
-        for n, projection in enumerate(PROJECTIONS):
+        for projection in PROJECTIONS:
             for i in range(INSTANCES):
                 port = _free_port()
                 log = (tmp_path / f"{projection}-{i}.log").open("ab")
