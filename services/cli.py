@@ -200,26 +200,11 @@ def verify(
     trust: Annotated[str | None, typer.Option("--trust")] = None,
     school: Annotated[str | None, typer.Option("--school", help="School URN")] = None,
 ) -> None:
-    """Check the hash chains. Exit 0 if every chain holds, 1 naming the first break."""
+    """Check the hash chains, with a summary per school. Exit 0 if every chain holds, 1 naming
+    the first break, 2 if the pupil, school or trust named has no events."""
+    from senflow.services.cli_auditing import verify_report
 
-    async def go(settings: Settings) -> Any:
-        from senflow.services.store.verify import verify as run_verify
-
-        async with bootstrap.pool(settings) as pool:
-            return await run_verify(pool, pupil, trust, school)
-
-    report = _run(go)
-    _print(
-        {
-            "ok": report.ok,
-            "streams": report.streams,
-            "events": report.events,
-            "breaks": [b.describe() for b in report.breaks],
-        }
-    )
-    if not report.ok:
-        typer.echo(f"BROKEN: {report.breaks[0].describe()}", err=True)
-        raise typer.Exit(1)
+    verify_report(pupil, trust, school)
 
 
 @app.command()
@@ -588,6 +573,11 @@ from senflow.services.cli_api import access_log, token_app  # noqa: E402  (HTTP 
 
 app.add_typer(token_app, name="token")
 app.command("access-log")(access_log)
+
+
+from senflow.services.cli_auditing import register_commands  # noqa: E402  (auditors' commands)
+
+register_commands(app)  # replay, evidence, export census|ctf|sar|register-csv|provision-csv
 
 
 if __name__ == "__main__":
