@@ -173,6 +173,10 @@ class ConsumerService:
         await declare(self.broker, self.topology)
 
 
+async def _tag_and_body(msg: RabbitMessage) -> tuple[int, bytes]:
+    return msg.raw_message.delivery_tag or 0, msg.body
+
+
 def build_consumer(
     projection: Projection,
     pool: asyncpg.Pool,
@@ -183,11 +187,16 @@ def build_consumer(
     prefetch: int = 200,
 ) -> ConsumerService:
     """Subscribe to the projection's partition queues (all of them unless told which)."""
+    # No dependency injection: resolving even a ``RabbitMessage`` parameter makes
+    # FastStream run a sync resolver in a worker thread for every message, which
+    # cost more than everything else the consumer does. The decoder hands the
+    # handler what it needs instead: the delivery tag and the body.
     broker = RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch),
         graceful_timeout=10.0,
         logger=None,
+        apply_types=False,
     )
     batcher = Batcher(
         transactional_apply(pool, store, projection), max_batch=prefetch, name=projection.name
@@ -199,11 +208,13 @@ def build_consumer(
             topology.queue(projection.name, p),
             hashed,
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_tag_and_body,
             title=f"{projection.name}/{p}",
             description=f"Partition {p} of the {projection.name} projection",
         )
-        async def handle(msg: RabbitMessage) -> None:
-            await batcher.submit(msg.raw_message.delivery_tag or 0, parse_message(msg.body))
+        async def handle(tagged: tuple[int, bytes]) -> None:
+            tag, body = tagged
+            await batcher.submit(tag, parse_message(body))
 
     return ConsumerService(projection, broker, batcher, pool, topology)
 
