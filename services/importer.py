@@ -11,6 +11,7 @@ store are skipped (import is for new pupils; use ``submit`` for the rest).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,20 +77,40 @@ async def bulk_import(
                 list(by_pupil),
             )
         }
+    # Deciding, sealing and hashing are Python's work, COPY is the server's: a
+    # chunk is written while the next one is decided, and two chunks may be
+    # in flight (one sealing and hashing while the other's COPY runs).
+    gate = asyncio.Semaphore(2)
+    writing: list[asyncio.Task[None]] = []
+
+    async def write(chunk: list[tuple[UUID, list[NewEvent]]]) -> None:
+        async with gate:
+            report.events += await store.import_new_streams(chunk)
+            report.pupils += len(chunk)
+
     ready: list[tuple[UUID, list[NewEvent]]] = []
-    for pupil, history in by_pupil.items():
-        if pupil in existing:
-            report.skipped_existing += 1
-            continue
-        decided = decide_history(history, service)
-        if isinstance(decided, dict):
-            report.refused.append(decided)
-            continue
-        ready.append((pupil, decided))
-    for start in range(0, len(ready), batch_pupils):
-        chunk = ready[start : start + batch_pupils]
-        report.events += await store.import_new_streams(chunk)
-        report.pupils += len(chunk)
+    try:
+        for pupil, history in by_pupil.items():
+            if pupil in existing:
+                report.skipped_existing += 1
+                continue
+            decided = decide_history(history, service)
+            if isinstance(decided, dict):
+                report.refused.append(decided)
+                continue
+            ready.append((pupil, decided))
+            if len(ready) == batch_pupils:
+                writing.append(asyncio.create_task(write(ready)))
+                ready = []
+                await asyncio.sleep(0)  # let a waiting chunk start its COPY
+        if ready:
+            writing.append(asyncio.create_task(write(ready)))
+        await asyncio.gather(*writing)
+    except BaseException:
+        for task in writing:
+            task.cancel()
+        await asyncio.gather(*writing, return_exceptions=True)
+        raise
     log.info(
         "bulk_import",
         pupils=report.pupils,

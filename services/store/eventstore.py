@@ -34,7 +34,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from senflow.events.catalogue import EVENT_ADAPTER, current_version
+from senflow.events.catalogue import EVENT_ADAPTER, PupilTransferred, current_version
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Tenant
 from senflow.events.upcasting import upcast
 from senflow.services.store import hashchain, vault
@@ -112,12 +112,19 @@ _COLUMNS = (
     "actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data, "
     "prev_hash, hash"
 )
+# The insert also sends the wake-up for tailing readers (delivered at commit,
+# never the data path), saving a round trip while the append lock is held.
 _INSERT = f"""
-    INSERT INTO events ({_COLUMNS})
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::smallint[],
-        $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::uuid[], $13::uuid[], $14::jsonb[], $15::bytea[], $16::bytea[])
-    RETURNING event_id, position
+    WITH inserted AS (
+        INSERT INTO events ({_COLUMNS})
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::smallint[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+            $11::text[], $12::uuid[], $13::uuid[], $14::jsonb[], $15::bytea[], $16::bytea[])
+        RETURNING event_id, position
+    ), woken AS MATERIALIZED (
+        SELECT pg_notify($17, max(position)::text) AS sent FROM inserted
+    )
+    SELECT inserted.event_id, inserted.position, woken.sent FROM inserted, woken
 """
 _SELECT = f"SELECT position, {_COLUMNS} FROM events"
 
@@ -184,24 +191,23 @@ class EventStore:
             except StoreError as err:
                 outcomes[i] = err
         if batch.rows:
-            # From here to commit, appends are serialised: positions follow commit order.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-            columns = list(zip(*batch.rows, strict=True))
-            inserted = await conn.fetch(_INSERT, *columns)
-            position_of = {r["event_id"]: r["position"] for r in inserted}
-            # A wake-up for tailing readers (delivered at commit); never the data path.
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(position_of.values()))
-            )
+            # The heads are locked by this transaction (FOR UPDATE above), so they
+            # move on before the append lock: only the insert and the commit wait.
+            moved = {r.stream_id for _, r, _ in planned}
             await conn.executemany(
                 """UPDATE streams SET version = $2, last_hash = $3, trust_id = $4,
                        school_urn = $5, updated_at = now() WHERE stream_id = $1""",
                 [
                     (sid, h.version, h.last_hash, h.tenant[0], h.tenant[1])
                     for sid, h in batch.heads.items()
-                    if any(r.stream_id == sid for _, r, _ in planned)
+                    if sid in moved
                 ],
             )
+            # From here to commit, appends are serialised: positions follow commit order.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
+            columns = list(zip(*batch.rows, strict=True))
+            inserted = await conn.fetch(_INSERT, *columns, NOTIFY_CHANNEL)
+            position_of = {r["event_id"]: r["position"] for r in inserted}
             for i, request, first in planned:
                 rows = batch.rows[first : first + len(request.events)]
                 outcomes[i] = AppendResult(
@@ -275,7 +281,12 @@ class EventStore:
             rows.append(row)
         batch.rows.extend(rows)
         head.version, head.last_hash = version, last_hash
-        head.tenant = (request.events[-1].tenant.trust_id, request.events[-1].tenant.school_urn)
+        last = request.events[-1]
+        # A transfer is recorded at the old school; the pupil now belongs to the new one.
+        school = (
+            last.data.to_urn if isinstance(last.data, PupilTransferred) else last.tenant.school_urn
+        )
+        head.tenant = (last.tenant.trust_id, school)
 
     def _replayed(
         self, request: AppendRequest, found: list[asyncpg.Record], head: _Head
@@ -353,8 +364,13 @@ class EventStore:
                 row = _row(sid, version, e, recorded_at, keys[sid], last_hash)
                 last_hash = row[-1]
                 rows.append(row)
-            tenant = events[-1].tenant
-            heads.append((sid, len(events), last_hash, tenant.trust_id, tenant.school_urn))
+            last = events[-1]
+            school = (
+                last.data.to_urn
+                if isinstance(last.data, PupilTransferred)
+                else last.tenant.school_urn
+            )
+            heads.append((sid, len(events), last_hash, last.tenant.trust_id, school))
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
         await conn.copy_records_to_table(
             "events", records=rows, columns=[c.strip() for c in _COLUMNS.split(",")]
