@@ -102,7 +102,7 @@ async def bulk_import(
             if len(ready) == batch_pupils:
                 writing.append(asyncio.create_task(write(ready)))
                 ready = []
-                await asyncio.sleep(0)  # let a waiting chunk start its COPY
+            await asyncio.sleep(0)  # let chunks in flight take their next step
         if ready:
             writing.append(asyncio.create_task(write(ready)))
         await asyncio.gather(*writing)
