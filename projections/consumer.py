@@ -33,6 +33,17 @@ from senflow.services.store.eventstore import EventStore
 
 log = structlog.get_logger(__name__)
 
+# Failures of the database, not of the messages: wait and try again.
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
 ApplyBatch = Callable[[Sequence[RecordedEvent]], Awaitable[ApplyStats]]
 
 
@@ -95,7 +106,7 @@ class Batcher:
 
     async def _apply(self, batch: list[_Parked]) -> None:
         try:
-            self._count(await self.apply([p.event for p in batch]))
+            self._count(await self._until_reachable(batch))
             for p in batch:
                 log.debug(
                     "event_applied",
@@ -109,7 +120,7 @@ class Batcher:
             log.warning("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
             for p in batch:
                 try:
-                    self._count(await self.apply([p.event]))
+                    self._count(await self._until_reachable([p]))
                     _settle(p.done)
                 except Exception as one:
                     log.error(
@@ -122,6 +133,27 @@ class Batcher:
                     )
                     if not p.done.done():
                         p.done.set_exception(one)
+
+    async def _until_reachable(self, batch: list[_Parked]) -> ApplyStats:
+        """Apply, waiting out database outages with the messages held unacknowledged.
+
+        An outage says nothing about the messages: nacking them would spend their
+        delivery attempts and dead-letter good events. Only a failure of the batch
+        itself (a bad event, a bug in a projection) reaches the caller.
+        """
+        pause = 0.2
+        while True:
+            try:
+                return await self.apply([p.event for p in batch])
+            except TRANSIENT as exc:
+                log.warning(
+                    "database_unavailable_holding_batch",
+                    size=len(batch),
+                    error=repr(exc),
+                    retry_in=pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _count(self, s: ApplyStats) -> None:
         self.stats.applied += s.applied

@@ -83,3 +83,45 @@ async def test_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice(
         rebuilt = await snapshot(conn, ORDERLY, "senflow_orderly_fault")
         await conn.execute("DROP SCHEMA senflow_orderly_fault CASCADE")
     assert {p: live[p] for p in pupils} == {p: rebuilt[p] for p in pupils}
+
+
+async def test_a_database_outage_holds_messages_instead_of_dead_lettering_them(
+    store, pool, migrated, topology
+):
+    """Messages that arrive while PostgreSQL is unreachable wait; none is dead-lettered."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from senflow.services.store.db import create_pool
+    from tests.integration.bus import queue_depth
+    from tests.integration.test_api_faults import Proxy
+
+    parts = urlsplit(migrated)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.up()
+    netloc = (
+        f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    )
+    behind_proxy = await create_pool(urlunsplit(parts._replace(netloc=netloc)), min_size=1)
+    try:
+        async with (
+            running_relay(store, migrated, topology),
+            running_consumer(ORDERLY, behind_proxy, store, topology),
+        ):
+            await proxy.down()  # the consumer's database goes away
+            pupils = {}
+            for n in range(5):
+                pupil = uuid.uuid4()
+                r = await store.append(pupil, [new_event(registered(n)), new_event(concern())], 0)
+                pupils[pupil] = r.last_version
+            await asyncio.sleep(4)  # long enough to spend ten deliveries if it nacked
+            assert await queue_depth(topology.dlq("orderly").name) == 0
+            await proxy.up()
+            await eventually(
+                lambda: _all_applied(pool, pupils),
+                within=60,
+                what="applied once the database is back",
+            )
+        assert await queue_depth(topology.dlq("orderly").name) == 0
+    finally:
+        await behind_proxy.close()
+        await proxy.down()
