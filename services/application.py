@@ -222,9 +222,15 @@ class SenflowService:
     # --- erasure ----------------------------------------------------------------------------
 
     async def forget(
-        self, pupil_id: UUID, reason: str, actor: Actor, reason_code: str = "erasure_request"
+        self,
+        pupil_id: UUID,
+        reason: str,
+        actor: Actor,
+        reason_code: str = "erasure_request",
+        preceding: Sequence[NewEvent] = (),
     ) -> AppendResult:
-        """Destroy the pupil's vault key and record that it was done."""
+        """Destroy the pupil's vault key and record that it was done (after ``preceding``,
+        e.g. the retention notice that calls for it, in the same transaction)."""
         history = await self.store.read_stream(pupil_id)
         state = replay(history)
         if not state.registered or state.tenant is None:
@@ -239,7 +245,7 @@ class SenflowService:
             tenant=state.tenant,
             correlation_id=uuid5(pupil_id, "personal-data-erased"),
         )
-        result = await self.store.erase(pupil_id, event)
+        result = await self.store.erase(pupil_id, [*preceding, event], None, len(history))
         log.info("personal_data_erased", pupil_id=str(pupil_id), reason_code=reason_code)
         return result
 

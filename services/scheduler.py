@@ -45,6 +45,7 @@ class TickReport:
     recorded: int = 0
     already: int = 0  # recorded by another scheduler meanwhile
     erased: int = 0
+    failed: int = 0  # pupils whose notices could not be recorded this time (logged)
     by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,8 +96,23 @@ class Scheduler:
         return report
 
     async def _pupil(self, pupil: UUID, day: date, report: TickReport) -> None:
+        # One pupil's trouble must not cost the others their notices.
+        try:
+            await self._attempt(pupil, day, report)
+        except Exception as exc:
+            report.failed += 1
+            log.error("scheduler_pupil_failed", pupil_id=str(pupil), error=repr(exc))
+
+    async def _attempt(self, pupil: UUID, day: date, report: TickReport) -> None:
         for _ in range(_ATTEMPTS):
             events = await self.store.read_stream(pupil)
+            state = replay(events)
+            if state.erased:
+                return  # nothing more is recorded for an erased pupil
+            if any(isinstance(e.data, ev.RetentionExpired) for e in events):
+                # recorded by a senflow that erased separately, and interrupted: finish it
+                await self._erase(pupil, report, ())
+                return
             have = {e.event_id for e in events}
             due = [
                 o
@@ -127,6 +143,12 @@ class Scheduler:
                 tenant=tenant,
                 correlation_id=uuid5(pupil, f"notice-correlation:{o.key}"),
             )
+            if isinstance(o.data, ev.RetentionExpired):
+                # the notice and the erasure it calls for, in one transaction
+                await self._erase(pupil, report, (notice,))
+                NOTICES.labels(o.data.event_type).inc()
+                report.recorded += 1
+                return
             result = await self.store.append(pupil, [notice], version)
             version = result.last_version
             if result.duplicate:
@@ -136,13 +158,17 @@ class Scheduler:
             kind = o.data.event_type  # type: ignore[attr-defined]
             report.by_type[kind] = report.by_type.get(kind, 0) + 1
             NOTICES.labels(kind).inc()
-            if isinstance(o.data, ev.RetentionExpired):
-                await self._erase(pupil, report)
 
-    async def _erase(self, pupil: UUID, report: TickReport) -> None:
+    async def _erase(
+        self, pupil: UUID, report: TickReport, preceding: tuple[NewEvent, ...]
+    ) -> None:
         try:
             await self.service.forget(
-                pupil, "retention period ended", SCHEDULER, reason_code="retention_expired"
+                pupil,
+                "retention period ended",
+                SCHEDULER,
+                reason_code="retention_expired",
+                preceding=preceding,
             )
             report.erased += 1
         except ValueError:

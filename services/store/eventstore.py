@@ -312,14 +312,22 @@ class EventStore:
         )
 
     async def erase(
-        self, stream_id: UUID, event: NewEvent, conn: asyncpg.Connection | None = None
+        self,
+        stream_id: UUID,
+        events: NewEvent | Sequence[NewEvent],
+        conn: asyncpg.Connection | None = None,
+        expected_version: int | None = None,
     ) -> AppendResult:
-        """Record ``event`` (a personal_data_erased) and destroy the pupil's key, atomically."""
-        if event.event_type != "personal_data_erased":
-            raise ValueError("erase records a personal_data_erased event")
+        """Record ``events`` (ending with personal_data_erased) and destroy the pupil's key,
+        all in one transaction: the record of the erasure and the erasure go together."""
+        events = [events] if isinstance(events, NewEvent) else list(events)
+        if not events or events[-1].event_type != "personal_data_erased":
+            raise ValueError("erase records events ending with personal_data_erased")
 
         async def run(c: asyncpg.Connection) -> AppendResult:
-            [outcome] = await self._append_in(c, [AppendRequest(stream_id, [event])])
+            [outcome] = await self._append_in(
+                c, [AppendRequest(stream_id, events, expected_version)]
+            )
             if isinstance(outcome, Exception):
                 raise outcome
             await c.execute(

@@ -18,7 +18,7 @@ import pytest
 
 from senflow.events.catalogue import NOTICE_TYPES
 from senflow.services.application import SenflowService
-from senflow.services.scheduler import FutureTick, Scheduler
+from senflow.services.scheduler import SCHEDULER, FutureTick, Scheduler
 from senflow.services.store.eventstore import EventStore
 from senflow.services.workflow.calendar import SCHOOL_TZ, school_day
 from senflow.services.workflow.commands import parse_command
@@ -279,3 +279,60 @@ async def test_a_tick_for_a_future_day_is_refused(store: EventStore):
     svc = SenflowService(store, clock=lambda: datetime(2025, 1, 1, 12, tzinfo=UTC))
     with pytest.raises(FutureTick):
         await Scheduler(store, svc).tick(date(2025, 1, 2))
+
+
+async def test_an_erased_pupil_does_not_stop_the_others_notices(store: EventStore):
+    year = Year()
+    erased = year.pupil("2024-09-02")
+    year.support(erased, "2024-09-10")
+    year.plan(erased, "2024-09-12", "2024-10-01")  # overdue from 2 October
+    other = year.pupil("2024-09-02")
+    year.support(other, "2024-09-10")
+    year.plan(other, "2024-09-12", "2024-10-01")
+    now = datetime.combine(date(2024, 10, 20), time(18), SCHOOL_TZ)
+    svc = SenflowService(store, clock=lambda: now)
+    for day in sorted(year.by_day):
+        for raw in year.by_day[day]:
+            assert (await svc.handle(parse_command(raw))).accepted
+    await svc.forget(erased, "SAR-9", SCHEDULER)
+    report = await Scheduler(store, svc).tick(date(2024, 10, 20), year.trust)
+    assert report.failed == 0
+    assert notices(await store.read_stream(other)) == [
+        ("review_due", "2024-09-17"),
+        ("review_overdue", "2024-10-02"),
+    ]
+    assert notices(await store.read_stream(erased)) == []
+
+
+async def test_a_retention_notice_without_its_erasure_is_finished_by_the_next_tick(
+    store: EventStore,
+):
+    from senflow.events import catalogue as ev
+    from senflow.events.envelope import NewEvent
+
+    year = Year()
+    pupil = year.pupil("2024-09-02", dob="1993-10-15", year_group="14")
+    now = datetime.combine(date(2024, 10, 20), time(18), SCHOOL_TZ)
+    svc = SenflowService(store, clock=lambda: now)
+    for raw in year.by_day[date(2024, 9, 2)]:
+        assert (await svc.handle(parse_command(raw))).accepted
+    # as an older senflow, interrupted between the notice and the erasure, would leave it
+    registered = (await store.read_stream(pupil))[0]
+    await store.append(
+        pupil,
+        [
+            NewEvent(
+                event_id=uuid.uuid4(),
+                data=ev.RetentionExpired(retention_years=31),
+                occurred_at=now,
+                actor=SCHEDULER,
+                tenant=registered.tenant,
+                correlation_id=uuid.uuid4(),
+            )
+        ],
+        1,
+    )
+    await Scheduler(store, svc).tick(date(2024, 10, 20), year.trust)
+    events = await store.read_stream(pupil)
+    assert events[-1].event_type == "personal_data_erased"
+    assert str(events[0].data.forename).startswith("[redacted")
