@@ -137,7 +137,7 @@ class Measure(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     instrument: Label = Field(examples=["WellComm", "YARC reading accuracy", "Boxall profile"])
-    value: float
+    value: Annotated[float, Field(ge=-1_000_000, le=1_000_000, allow_inf_nan=False)]
     unit: Literal["standardised_score", "raw_score", "age_months", "percentage", "scale"] = (
         "standardised_score"
     )

@@ -9,6 +9,7 @@ assigned by the store, not part of what happened.
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,10 +17,12 @@ from uuid import UUID
 
 
 def _normalise(value: Any) -> Any:
-    # jsonb keeps numbers as decimals: 85.0 comes back as 85.0 but 1e20 as an
-    # integer, so integral floats are written as integers on both sides.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    # jsonb keeps a number as the decimal it was written as (Python writes the
+    # shortest repr), and it may come back as an int (1e23 reads back as 10**23)
+    # or a float: both sides are brought to that decimal, integral ones as ints.
+    if isinstance(value, float):
+        decimal = Decimal(repr(value))
+        return int(decimal) if decimal == decimal.to_integral_value() else value
     if isinstance(value, dict):
         return {k: _normalise(v) for k, v in value.items()}
     if isinstance(value, list):

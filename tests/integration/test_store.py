@@ -329,3 +329,26 @@ async def test_after_a_transfer_the_stream_belongs_to_the_new_school(store: Even
     async with pool.acquire() as conn:
         school = await conn.fetchval("SELECT school_urn FROM streams WHERE stream_id = $1", pupil)
     assert school == "654321"
+
+
+async def test_verify_holds_for_awkward_numbers_after_the_jsonb_round_trip(store: EventStore, pool):
+    from senflow.events import catalogue as ev
+
+    pupil = uuid.uuid4()
+    values = [0.1 + 0.2, 1e-7, 999999.999, 85.0, -3.0, 123456.7890123]
+    events = [new_event(registered())] + [
+        new_event(ev.ProgressRecorded(note="n", measure=ev.Measure(instrument="x", value=v)))
+        for v in values
+    ]
+    await store.append(pupil, events, 0)
+    assert (await verify(pool, pupil)).ok
+
+
+def test_huge_or_non_finite_measures_are_refused():
+    import pydantic
+
+    from senflow.events import catalogue as ev
+
+    for bad in (1e23, float("nan"), float("inf")):
+        with pytest.raises(pydantic.ValidationError):
+            ev.Measure(instrument="x", value=bad)
