@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+import aio_pika
 import asyncpg
 import structlog
+from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
@@ -177,9 +179,11 @@ class Relay:
                         connected = True
                     moved = await self._one_batch(broker, lock)
                     backoff = 0.2
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    raise
-                except Exception as exc:  # broker trouble: nothing moved, try again
+                except Exception as exc:
+                    # aiormq's connection errors are OSErrors too: sort them out first
+                    if not _broker_trouble(exc):
+                        raise  # the database: give up the lead and start again
+                    # broker trouble: nothing moved, try again
                     log.warning("relay_publish_failed", error=repr(exc), retry_in=backoff)
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -213,6 +217,12 @@ class Relay:
         RELAY_LAG.set(max(0, await self.store.head_position() - events[-1].position))
         log.debug("relay_published", count=len(events), position=events[-1].position)
         return len(events)
+
+
+def _broker_trouble(exc: BaseException) -> bool:
+    if isinstance(exc, AMQPError | aio_pika.exceptions.AMQPException):
+        return True
+    return not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError)
 
 
 async def _first(*events: asyncio.Event) -> None:
