@@ -20,8 +20,14 @@ import structlog
 
 from senflow.events import catalogue as ev
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant
+from senflow.events.personal import Redacted
 from senflow.services.metrics import EVENTS_APPENDED, REJECTIONS
-from senflow.services.store.eventstore import AppendResult, ConcurrencyConflict, EventStore
+from senflow.services.store.eventstore import (
+    AppendResult,
+    ConcurrencyConflict,
+    EventIdConflict,
+    EventStore,
+)
 from senflow.services.workflow.calendar import end_of_school_day
 from senflow.services.workflow.commands import CommandBase
 from senflow.services.workflow.decide import Accepted, Rejection, Warning, decide
@@ -70,6 +76,21 @@ def envelop(command: CommandBase, state: PupilState, outcome: Accepted) -> list[
             # What follows a transfer in the same command belongs to the new school.
             tenant = Tenant(trust_id=tenant.trust_id, school_urn=data.to_urn)
     return events
+
+
+def _same_command(command: CommandBase, first: RecordedEvent) -> bool:
+    """Whether ``first``, the first event a command id recorded, came from this command."""
+    data = command.event_data
+    if first.data.event_type != data.event_type or first.actor != command.actor:  # type: ignore[attr-defined]
+        return False
+    if first.occurred_at != command.occurred_at:
+        return False
+    for name in data.model_fields_set:
+        before, now = getattr(first.data, name, None), getattr(data, name)
+        if isinstance(before, Redacted) or before == now:
+            continue  # erased since: the sealed value can no longer be compared
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -208,6 +229,13 @@ class SenflowService:
     def _replayed(self, command: CommandBase, earlier: list[RecordedEvent]) -> CommandResult:
         if earlier[0].stream_id != command.pupil_id:
             raise ValueError(f"command {command.command_id} was already used for another pupil")
+        if not _same_command(command, earlier[0]):
+            # A retry must be the same command; another one under a used id would
+            # otherwise be answered "done" and silently never recorded.
+            raise EventIdConflict(
+                earlier[0].event_id,
+                f"command id {command.command_id} was already used for a different command",
+            )
         log.info("command_already_applied", version=earlier[-1].version)
         return CommandResult(
             command.command_id,

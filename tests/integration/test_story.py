@@ -179,3 +179,17 @@ async def test_a_late_correction_fixes_history_and_keeps_the_original(store: Eve
 def test_example_file_is_the_story():
     lines = [json.loads(line) for line in EXAMPLE_FILE.read_text().splitlines() if line.strip()]
     assert lines == story(EXAMPLE_PUPIL)
+
+
+async def test_a_used_command_id_with_another_command_is_refused(store: EventStore):
+    from senflow.services.store.eventstore import EventIdConflict
+
+    svc, pupil = SenflowService(store), uuid.uuid4()
+    commands = story(pupil, upn(79))
+    await svc.handle(parse_command(commands[0]))
+    first = await svc.handle(parse_command(commands[1]))
+    assert (await svc.handle(parse_command(commands[1]))).duplicate  # a true retry
+    other = dict(commands[1], payload={**commands[1]["payload"], "description": "Another"})
+    with pytest.raises(EventIdConflict, match="different command"):
+        await svc.handle(parse_command(other))
+    assert await store.stream_version(pupil) == first.stream_version
