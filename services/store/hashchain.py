@@ -9,9 +9,9 @@ assigned by the store, not part of what happened.
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
