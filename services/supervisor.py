@@ -51,8 +51,14 @@ class Supervisor:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / f"{child.name}.log").open("ab")
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "senflow.services.cli", "serve", child.name,
-            stdout=out, stderr=out, env=self._env(child),
+            sys.executable,
+            "-m",
+            "senflow.services.cli",
+            "serve",
+            child.name,
+            stdout=out,
+            stderr=out,
+            env=self._env(child),
         )
         out.close()  # the child holds its own descriptor
         log.info("service_started", service=child.name, pid=child.process.pid)
