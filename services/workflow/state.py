@@ -8,9 +8,9 @@ and replay for auditors.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from senflow.events import catalogue as ev
@@ -120,11 +120,14 @@ class PupilState:
         return SenProvision.NO_SEN
 
 
-def _open_spell(state: PupilState, provision: SenProvision, day: date) -> PupilState:
+_FIELDS = frozenset(f.name for f in fields(PupilState))
+
+
+def _open_spell(state: PupilState, provision: SenProvision, day: date) -> dict[str, Any]:
     history = _close_spell(state.provision_history, day)
     if provision is not SenProvision.NO_SEN:
         history = (*history, ProvisionSpell(provision, day))
-    return replace(state, provision=provision, provision_history=history)
+    return {"provision": provision, "provision_history": history}
 
 
 def _close_spell(history: tuple[ProvisionSpell, ...], day: date) -> tuple[ProvisionSpell, ...]:
@@ -133,45 +136,57 @@ def _close_spell(history: tuple[ProvisionSpell, ...], day: date) -> tuple[Provis
     return history
 
 
-def _update_intervention(state: PupilState, updated: Intervention) -> PupilState:
-    return replace(
-        state,
-        interventions=tuple(
-            updated if i.intervention_id == updated.intervention_id else i
-            for i in state.interventions
-        ),
-    )
+def _find(interventions: tuple[Intervention, ...], intervention_id: UUID) -> int | None:
+    # from the end: sessions and endings are of the latest interventions
+    for i in range(len(interventions) - 1, -1, -1):
+        if interventions[i].intervention_id == intervention_id:
+            return i
+    return None
 
 
 def evolve(state: PupilState, fact: Fact) -> PupilState:
     """The state after one more event."""
-    data, day = fact.data, school_day(fact.occurred_at)
-    state = replace(
-        state,
-        version=state.version + 1,
-        tenant=fact.tenant,
-        event_types={**state.event_types, fact.event_id: data.event_type},  # type: ignore[attr-defined]
-    )
+    data = fact.data
+    changes: dict[str, Any] = {
+        "version": state.version + 1,
+        "tenant": fact.tenant,
+        "event_types": {**state.event_types, fact.event_id: data.event_type},  # type: ignore[attr-defined]
+    }
+    # one copy of the state per event: the common changes and this event's together
+    changes.update(_changes(state, fact, data, school_day(fact.occurred_at)))
+    return _copy_with(state, changes)
+
+
+def _copy_with(state: PupilState, changes: dict[str, Any]) -> PupilState:
+    # dataclasses.replace re-reads and re-checks every field; a state is frozen and
+    # its fields are already valid, so a copy of its __dict__ does the same, faster.
+    if not changes.keys() <= _FIELDS:
+        raise TypeError(f"not fields of PupilState: {sorted(changes.keys() - _FIELDS)}")
+    new = object.__new__(PupilState)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
+def _changes(state: PupilState, fact: Fact, data: ev.EventData, day: date) -> dict[str, Any]:
+    """What ``data`` changes in ``state`` (the fields, with their new values)."""
     match data:
         case ev.PupilRegistered():
-            return replace(
-                state, registered=True, on_roll=True, upn=data.upn, year_group=data.year_group
-            )
+            return dict(registered=True, on_roll=True, upn=data.upn, year_group=data.year_group)
         case ev.ConcernRaised():
-            return replace(state, concerns_raised=state.concerns_raised + 1)
+            return dict(concerns_raised=state.concerns_raised + 1)
         case ev.ParentViewsRecorded():
-            return replace(state, parent_views=(*state.parent_views, day))
+            return dict(parent_views=(*state.parent_views, day))
         case ev.PupilViewsRecorded():
-            return replace(state, pupil_views=(*state.pupil_views, day))
+            return dict(pupil_views=(*state.pupil_views, day))
         case ev.AssessmentRecorded():
-            return replace(state, assessments=(*state.assessments, day))
+            return dict(assessments=(*state.assessments, day))
         case ev.SpecialistInvolved():
-            return replace(state, specialists=(*state.specialists, data.specialist.value))
+            return dict(specialists=(*state.specialists, data.specialist.value))
         case ev.SenSupportStarted():
-            state = _open_spell(state, SenProvision.SEN_SUPPORT, day)
-            return replace(state, needs=tuple(data.needs))
+            return {**_open_spell(state, SenProvision.SEN_SUPPORT, day), "needs": tuple(data.needs)}
         case ev.NeedsReclassified():
-            return replace(state, needs=tuple(data.needs))
+            return dict(needs=tuple(data.needs))
         case ev.PlanAgreed():
             plan = Plan(
                 plan_id=data.plan_id,
@@ -180,8 +195,7 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
                 provisions=tuple(data.provisions),
                 review_date=data.review_date,
             )
-            return replace(
-                state,
+            return dict(
                 plan=plan,
                 plans_agreed=state.plans_agreed + 1,
                 next_review_due=data.review_date,
@@ -202,48 +216,47 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
                 started_on=day,
                 entry_measure=data.entry_measure,
             )
-            return replace(state, interventions=(*state.interventions, started))
-        case ev.InterventionSessionRecorded():
-            running = state.intervention(data.intervention_id)
-            if running is None:
-                return state
-            return _update_intervention(
-                state,
-                replace(
+            return dict(interventions=(*state.interventions, started))
+        case ev.InterventionSessionRecorded() | ev.InterventionEnded():
+            at = _find(state.interventions, data.intervention_id)
+            if at is None:
+                return {}
+            running = state.interventions[at]
+            if isinstance(data, ev.InterventionSessionRecorded):
+                updated = replace(
                     running,
                     sessions=running.sessions + (1 if data.attended else 0),
                     minutes_delivered=running.minutes_delivered + data.minutes,
-                ),
-            )
-        case ev.InterventionEnded():
-            running = state.intervention(data.intervention_id)
-            if running is None:
-                return state
-            return _update_intervention(
-                state, replace(running, ended_on=day, exit_measure=data.exit_measure)
-            )
+                )
+            else:
+                updated = replace(running, ended_on=day, exit_measure=data.exit_measure)
+            return {
+                "interventions": (
+                    *state.interventions[:at],
+                    updated,
+                    *state.interventions[at + 1 :],
+                )
+            }
         case ev.ProgressRecorded():
-            return state
+            return {}
         case ev.ParentMeetingHeld():
-            return replace(state, parent_meetings=(*state.parent_meetings, day))
+            return dict(parent_meetings=(*state.parent_meetings, day))
         case ev.ReviewHeld():
             reviewed = replace(state.plan, reviewed_on=day) if state.plan else None
-            return replace(
-                state,
+            return dict(
                 reviews=(*state.reviews, day),
                 plan=reviewed,
                 next_review_due=data.next_review_date,
             )
         case ev.EhcNeedsAssessmentRequested():
-            return replace(state, ehc_request="requested")
+            return dict(ehc_request="requested")
         case ev.EhcNeedsAssessmentDecided():
-            return replace(state, ehc_request=data.decision)
+            return dict(ehc_request=data.decision)
         case ev.EhcPlanIssued():
-            state = _open_spell(state, SenProvision.EHC_PLAN, day)
             # From now on the statutory date is the EHC annual review; a plan-do-review
             # cycle may still set its own review date with a new plan.
-            return replace(
-                state,
+            return dict(
+                **_open_spell(state, SenProvision.EHC_PLAN, day),
                 needs=tuple(data.needs),
                 ehc_request=None,
                 ehc_plan_since=day,
@@ -251,21 +264,24 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
                 ehc_next_review_due=data.first_review_due,
             )
         case ev.EhcAnnualReviewHeld():
-            return replace(state, ehc_last_review_on=day, ehc_next_review_due=data.next_review_due)
+            return dict(ehc_last_review_on=day, ehc_next_review_due=data.next_review_due)
         case ev.SenSupportEnded():
-            state = _open_spell(state, SenProvision.NO_SEN, day)
-            return replace(state, needs=(), plan=None, next_review_due=None)
+            return dict(
+                **_open_spell(state, SenProvision.NO_SEN, day),
+                needs=(),
+                plan=None,
+                next_review_due=None,
+            )
         case ev.TransitionInformationShared():
-            return replace(state, transitions_shared=state.transitions_shared + 1)
+            return dict(transitions_shared=state.transitions_shared + 1)
         case ev.PupilTransferred():
             # The transfer is recorded at the old school; from now on the pupil is the
             # new school's (the trust stays the same).
             moved = Tenant(trust_id=fact.tenant.trust_id, school_urn=data.to_urn)
-            return replace(state, tenant=moved)
+            return dict(tenant=moved)
         case ev.PupilLeft():
             history = _close_spell(state.provision_history, day)
-            return replace(
-                state,
+            return dict(
                 on_roll=False,
                 left_on=day,
                 provision_history=history,
@@ -273,11 +289,11 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
                 ehc_next_review_due=None,
             )
         case ev.RecordCorrected():
-            return replace(state, corrections=state.corrections + 1)
+            return dict(corrections=state.corrections + 1)
         case ev.PersonalDataErased():
-            return replace(state, erased=True)
+            return dict(erased=True)
         case ev.AnnualReportShared():
-            return replace(state, annual_reports=(*state.annual_reports, data.academic_year))
+            return dict(annual_reports=(*state.annual_reports, data.academic_year))
         case (
             ev.ReviewDue()
             | ev.ReviewOverdue()
@@ -287,7 +303,7 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
             | ev.AnnualReportDue()
             | ev.RetentionExpired()
         ):
-            return state  # notices change nothing; they say what the dates mean
+            return {}  # notices change nothing; they say what the dates mean
     raise TypeError(f"no evolve for {type(data).__name__}")
 
 
