@@ -18,7 +18,7 @@ from senflow.events.envelope import Actor, Role
 from senflow.services import bootstrap
 from senflow.services.settings import Settings
 from senflow.services.store.eventstore import EventStore, StoreError
-from senflow.services.workflow.commands import parse_command
+from senflow.services.workflow.commands import error_fields, parse_command
 
 app = typer.Typer(help="senflow: SEN support as an event-sourced workflow", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration", no_args_is_help=True)
@@ -39,29 +39,7 @@ def _print(doc: Any) -> None:
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic errors as {field, rule, message}, with the command-name prefix dropped."""
-    out = []
-    for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"]]
-        if (
-            loc
-            and loc[0].replace("_", "").isalpha()
-            and len(loc) > 1
-            and loc[1]
-            in (
-                "payload",
-                "occurred_at",
-                "actor",
-                "tenant",
-                "pupil_id",
-                "command_id",
-                "expected_version",
-                "correlation_id",
-            )
-        ):
-            loc = loc[1:]  # drop the discriminator tag ("raise_concern.payload...")
-        out.append({"field": ".".join(loc), "rule": err["type"], "message": err["msg"]})
-    return out
+    return error_fields(exc.errors(include_url=False, include_input=False))
 
 
 @db_app.command("migrate")

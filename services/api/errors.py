@@ -29,6 +29,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from senflow.services.workflow.commands import error_fields
+
 log = structlog.get_logger(__name__)
 
 # Errors that mean "the database is not there right now", not "this request is wrong".
@@ -89,34 +91,14 @@ def invalid(field: str, rule: str, message: str) -> ApiError:
     )
 
 
-# The first element of a pydantic location inside the command union is the
-# discriminator tag ("raise_concern"); clients know fields, not tags.
-_TOP_FIELDS = {
-    "payload",
-    "occurred_at",
-    "actor",
-    "tenant",
-    "pupil_id",
-    "command_id",
-    "expected_version",
-    "correlation_id",
-    "command",
-}
-
-
 def field_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    """Pydantic or FastAPI errors as {field, rule, message}."""
-    out = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header"):
-            loc = loc if loc[0] != "body" else loc[1:]
-        if len(loc) > 1 and loc[0] not in _TOP_FIELDS and loc[1] in _TOP_FIELDS:
-            loc = loc[1:]
-        out.append(
-            {"field": ".".join(loc) or "body", "rule": err.get("type"), "message": err.get("msg")}
-        )
-    return out
+    """Pydantic or FastAPI errors as {field, rule, message} (a body's fields without "body")."""
+    return error_fields(
+        {**err, "loc": tuple(err.get("loc", ()))[1:]}
+        if tuple(err.get("loc", ()))[:1] == ("body",)
+        else err
+        for err in errors
+    )
 
 
 def validation_error(exc: ValidationError) -> ApiError:

@@ -9,6 +9,7 @@ first result and records nothing new.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID, uuid4
@@ -126,6 +127,24 @@ Command: Any = Annotated[
     Field(discriminator="command"),
 ]
 COMMAND_ADAPTER: TypeAdapter[CommandBase] = TypeAdapter(Command)
+
+
+# The first element of a pydantic location inside the command union is the
+# discriminator tag ("raise_concern"); people and clients know fields, not tags.
+_TOP_FIELDS = frozenset(CommandBase.model_fields) | {"command", "payload"}
+
+
+def error_fields(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic errors as {field, rule, message}: the field named as a client knows it."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        if len(loc) > 1 and loc[0] not in _TOP_FIELDS and loc[1] in _TOP_FIELDS:
+            loc = loc[1:]
+        out.append(
+            {"field": ".".join(loc) or "body", "rule": err.get("type"), "message": err.get("msg")}
+        )
+    return out
 
 
 def parse_command(raw: dict[str, Any] | str | bytes) -> CommandBase:
