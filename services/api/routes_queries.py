@@ -365,6 +365,12 @@ async def trust_provision_map(
 
 # --- the compliance view ------------------------------------------------------------------------
 
+JudgedOn = Annotated[
+    date | None,
+    Query(
+        alias="date", ge=date(1990, 1, 1), le=date(2999, 12, 31), description="Judge as of this day"
+    ),
+]
 ComplianceRule = Annotated[
     Literal[tuple(compliance.RULES)] | None,  # type: ignore[valid-type]
     Query(description="Only findings of this rule"),
@@ -408,15 +414,7 @@ async def school_compliance(
     request: Request,
     caller: Caller,
     school_urn: SchoolUrn,
-    on: Annotated[
-        date | None,
-        Query(
-            alias="date",
-            ge=date(1990, 1, 1),
-            le=date(2999, 12, 31),
-            description="Judge as of this day",
-        ),
-    ] = None,
+    on: JudgedOn = None,
     rule: ComplianceRule = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -433,15 +431,7 @@ async def trust_compliance(
     caller: Caller,
     trust_id: Trust,
     school: Annotated[str | None, Query(pattern=_URN_PATTERN)] = None,
-    on: Annotated[
-        date | None,
-        Query(
-            alias="date",
-            ge=date(1990, 1, 1),
-            le=date(2999, 12, 31),
-            description="Judge as of this day",
-        ),
-    ] = None,
+    on: JudgedOn = None,
     rule: ComplianceRule = None,
     limit: Limit = 100,
     offset: Offset = 0,
