@@ -53,10 +53,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             reset=reset_role,
         )
         app.state.pool = pool
+        app.state.appenders = {}  # trust id -> group-commit appender (routes_commands)
         log.info("api_started")
         try:
             yield
         finally:
+            for appender in app.state.appenders.values():
+                await appender.close()
             await pool.close()
             log.info("api_stopped")
 

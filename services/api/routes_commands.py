@@ -32,6 +32,7 @@ from senflow.services.api.errors import (
 from senflow.services.api.middleware import correlation_uuid
 from senflow.services.api.tokens import Principal
 from senflow.services.application import SenflowService
+from senflow.services.store.coalescing import CoalescingAppender
 from senflow.services.store.eventstore import (
     ConcurrencyConflict,
     EventIdConflict,
@@ -131,7 +132,7 @@ async def run_command(
     except ApiError as err:
         metrics.command(command.name, err.error)
         raise
-    status, body = await _handle(trusted, command, metrics)
+    status, body = await _handle(trusted, command, metrics, _appender(request, trusted))
     if idempotency_key is not None:
         stored = await idempotency.save(trusted, caller, idempotency_key, hashed, status, body)
         if stored.request_hash != hashed:  # a concurrent request with another body won
@@ -227,10 +228,19 @@ async def _within_scope(pool: TrustPool, caller: Principal, command: CommandBase
         raise not_found()
 
 
+def _appender(request: Request, trusted: TrustPool) -> CoalescingAppender:
+    """The trust's group-commit appender: concurrent commands of one trust share
+    transactions (each still checked and answered alone), under the trust's own role."""
+    appenders: dict[str, CoalescingAppender] = request.app.state.appenders
+    if trusted.trust_id not in appenders:
+        appenders[trusted.trust_id] = CoalescingAppender(EventStore(trusted))  # type: ignore[arg-type]
+    return appenders[trusted.trust_id]
+
+
 async def _handle(
-    pool: TrustPool, command: CommandBase, metrics: Any
+    pool: TrustPool, command: CommandBase, metrics: Any, appender: CoalescingAppender
 ) -> tuple[int, dict[str, Any]]:
-    service = SenflowService(EventStore(pool))
+    service = SenflowService(EventStore(pool), appender=appender)  # type: ignore[arg-type]
     try:
         try:
             result = await service.handle(command)

@@ -198,6 +198,27 @@ async def test_concurrent_writers_deciding_on_one_version_one_wins(ctx: Ctx) -> 
     assert len(await ctx.events_of(pupil)) == 2
 
 
+async def test_concurrent_commands_of_a_trust_share_transactions(migrated: str, pool) -> None:
+    trust, school = new_trust(), new_school()
+    senco = await bearer(pool, "senco", trust, school)
+    async with running_app(migrated) as app, client_for(app) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/commands",
+                    json=register_body(
+                        uuid.uuid4(), 6000 + n, tenant={"trust_id": trust, "school_urn": school}
+                    ),
+                    headers=senco,
+                )
+                for n in range(40)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * 40, responses[0].text
+        appender = app.state.appenders[trust]
+        assert appender.requests == 40 and appender.transactions < 40  # group commit
+
+
 async def test_an_idempotent_retry_gets_the_same_answer_and_appends_nothing(ctx: Ctx) -> None:
     pupil = await ctx.pupil(5701)
     headers = {**ctx.senco, "Idempotency-Key": f"k-{uuid.uuid4()}"}
