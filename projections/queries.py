@@ -33,9 +33,13 @@ async def register_view(
 async def provision_view(
     pool: asyncpg.Pool, trust_id: str | None, school_urn: str | None, by: str
 ) -> dict[str, Any]:
+    # A school's map is the provision it delivered: a pupil who moved on takes their
+    # document to the new school, but the interventions stay where they were given.
     async with pool.acquire() as conn:
-        docs = await fetch_docs(conn, provision_map.PROJECTION, trust_id, school_urn)
+        docs = await fetch_docs(conn, provision_map.PROJECTION, trust_id, None)
     rows = provision_map.provision_rows(docs)
+    if school_urn is not None:
+        rows = [r for r in rows if r["school_urn"] == school_urn]
     return {
         "rows": rows,
         "totals": provision_map.provision_totals(rows, by),

@@ -42,7 +42,7 @@ async def record(
                 school_urn,
                 action,
                 sorted({UUID(str(p)) for p in pupil_ids}),
-                json.dumps(query or {}, default=str),
+                json.dumps(_without_nul(query or {}), default=str),
                 correlation_id,
             )
         )
@@ -92,3 +92,14 @@ async def entries(
         }
         for r in rows
     ]
+
+
+def _without_nul(value: Any) -> Any:
+    """jsonb cannot hold NUL: what was asked is kept, readable, without it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value

@@ -40,7 +40,7 @@ async def wait_for(
             raise invalid(
                 "min_position",
                 "beyond_head",
-                f"no event has been recorded at position {position} yet (head {head})",
+                f"no event has been recorded at position {position} yet",
             )
         deadline = time.monotonic() + max_wait
         pause = 0.02

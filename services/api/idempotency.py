@@ -38,7 +38,7 @@ class Stored:
 
 
 def request_hash(method: str, path: str, body: Any) -> bytes:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,6 +14,9 @@ from senflow.services.store.tenancy import TrustPool
 from senflow.services.workflow.permissions import Read
 
 router = APIRouter(prefix="/v1", tags=["audit"])
+# timestamptz's range is far wider, but a zone offset at its edges overflows it
+_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2999, 12, 31, tzinfo=UTC)
 
 
 @router.get("/access-log", summary="Reads of pupils' personal data: who, whom, when")
@@ -21,9 +24,17 @@ async def read_access_log(
     request: Request,
     caller: Caller,
     pupil_id: Annotated[UUID | None, Query(description="Only reads that showed this pupil")] = None,
-    user_id: Annotated[str | None, Query(max_length=120, description="Only this reader")] = None,
-    since: Annotated[datetime | None, Query(description="From (inclusive), with a zone")] = None,
-    until: Annotated[datetime | None, Query(description="Until (exclusive), with a zone")] = None,
+    user_id: Annotated[
+        str | None, Query(pattern=r"^[A-Za-z0-9._@:-]{1,120}$", description="Only this reader")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Query(ge=_EARLIEST, le=_LATEST, description="From (inclusive), with a zone"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(ge=_EARLIEST, le=_LATEST, description="Until (exclusive), with a zone"),
+    ] = None,
     after_id: Annotated[int, Query(ge=0, le=2**62, description="Page on from this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:

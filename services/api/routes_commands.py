@@ -112,18 +112,14 @@ async def run_command(
     metrics = request.app.state.metrics
     raw = await _json_object(request)
     trusted = TrustPool(request.app.state.pool, caller.scope.trust_id)
-    hashed = b""
-    if idempotency_key is not None:
-        hashed = idempotency.request_hash("POST", request.url.path, raw)
-        stored = await idempotency.lookup(trusted, caller, idempotency_key)
-        if stored is not None:
-            return _replay(stored, hashed)
     name = str(raw.get("command", ""))
     try:
         command = _command(raw, caller, idempotency_key, request.state.correlation_id)
     except ApiError:
         metrics.command(name if name in COMMAND_MODELS else "unknown", "invalid")
         raise
+    # Role and scope first, stored answers after: an Idempotency-Key must never let a
+    # token see the answer to a command it may not run itself.
     if not may_run(caller.role, command.name):
         metrics.command(command.name, "forbidden")
         raise forbidden(f"the {caller.role.value} role may not run {command.name}")
@@ -132,6 +128,12 @@ async def run_command(
     except ApiError as err:
         metrics.command(command.name, err.error)
         raise
+    hashed = b""
+    if idempotency_key is not None:
+        hashed = idempotency.request_hash("POST", request.url.path, raw)
+        stored = await idempotency.lookup(trusted, caller, idempotency_key)
+        if stored is not None:
+            return _replay(stored, hashed)
     status, body = await _handle(trusted, command, metrics, _appender(request, trusted))
     if idempotency_key is not None:
         stored = await idempotency.save(trusted, caller, idempotency_key, hashed, status, body)
@@ -144,8 +146,10 @@ async def run_command(
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         raw = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("body", "json_invalid", f"the body is not JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise invalid(
+            "body", "json_invalid", "the body is not JSON (or is nested too deep)"
+        ) from exc
     if not isinstance(raw, dict):
         raise invalid("body", "model_type", "a command is a JSON object")
     return raw

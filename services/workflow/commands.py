@@ -9,6 +9,7 @@ first result and records nothing new.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal, Union
@@ -22,6 +23,7 @@ from pydantic import (
     TypeAdapter,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from senflow.events import catalogue as ev
@@ -59,6 +61,22 @@ COMMAND_EVENTS: dict[str, type[ev.EventData]] = {
 
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=SCHOOL_TZ)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")  # tab, LF, CR are text
+
+
+def _control_character(value: Any, path: str) -> str | None:
+    """The path of the first string holding a control character (or a lone surrogate)."""
+    if isinstance(value, str):
+        return path if _CONTROL.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if (found := _control_character(v, f"{path}.{k}")) is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _control_character(v, f"{path}.{i}")) is not None:
+                return found
+    return None
 
 
 class CommandBase(BaseModel):
@@ -95,6 +113,15 @@ class CommandBase(BaseModel):
         if value < EARLIEST:
             raise ValueError("occurred_at must be on or after 1990-01-01")
         return value
+
+    @model_validator(mode="after")
+    def _no_control_characters(self) -> CommandBase:
+        # NUL cannot be stored in jsonb and control characters are not XML (the CTF):
+        # refuse them at the door, naming the field, rather than fail further in.
+        where = _control_character(self.payload.model_dump(mode="json"), "payload")  # type: ignore[attr-defined]
+        if where is not None:
+            raise ValueError(f"{where}: control characters are not allowed in text")
+        return self
 
     @property
     def name(self) -> str:

@@ -468,3 +468,46 @@ async def test_health_metrics_and_openapi(ctx: Ctx) -> None:
     metrics = (await ctx.client.get("/metrics")).text
     assert "senflow_http_requests_total" in metrics and "senflow_commands_total" in metrics
     assert "/v1/pupils/{pupil_id}" in metrics  # the route template, never a pupil id
+
+
+async def test_an_idempotency_key_never_replays_across_scope(ctx: Ctx) -> None:
+    """The same user id at two schools: the other school's stored answer is not shown."""
+    other_school = new_school()
+    mine = await bearer(ctx.pool, "senco", ctx.trust, ctx.school, user="senco.same")
+    theirs = await bearer(ctx.pool, "senco", ctx.trust, other_school, user="senco.same")
+    pupil = uuid.uuid4()
+    registered = await ctx.client.post(
+        "/v1/commands",
+        json=register_body(pupil, 5901, tenant={"trust_id": ctx.trust, "school_urn": other_school}),
+        headers=theirs,
+    )
+    assert registered.status_code == 200, registered.text
+    body = progress_body(pupil)
+    first = await ctx.client.post(
+        "/v1/commands", json=body, headers={**theirs, "Idempotency-Key": "k-scope"}
+    )
+    assert first.status_code == 200
+    replay = await ctx.client.post(
+        "/v1/commands", json=body, headers={**mine, "Idempotency-Key": "k-scope"}
+    )
+    assert replay.status_code == 404 and "Idempotent-Replayed" not in replay.headers
+
+
+async def test_hostile_input_is_refused_not_a_server_error(ctx: Ctx) -> None:
+    pupil = await ctx.pupil(5902)
+    nul = progress_body(pupil)
+    nul["payload"] = {**nul["payload"], "note": "ok\x00"}
+    for body in (nul, "[" * 100000):
+        r = await ctx.client.post(
+            "/v1/commands",
+            content=body if isinstance(body, str) else None,
+            json=None if isinstance(body, str) else body,
+            headers={**ctx.senco, "Idempotency-Key": f"hostile-{uuid.uuid4()}"},
+        )
+        assert r.status_code == 422, r.text
+    auditor = await bearer(ctx.pool, "auditor", ctx.trust)
+    for query in ("since=0001-01-01T00:00:00%2B01:00", "user_id=a%00b"):
+        r = await ctx.client.get(f"/v1/access-log?{query}", headers=auditor)
+        assert r.status_code == 422, r.text
+    r = await ctx.client.get(f"/v1/schools/{ctx.school}/register?junk=%00", headers=ctx.senco)
+    assert r.status_code == 200, r.text

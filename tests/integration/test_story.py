@@ -193,3 +193,45 @@ async def test_a_used_command_id_with_another_command_is_refused(store: EventSto
     with pytest.raises(EventIdConflict, match="different command"):
         await svc.handle(parse_command(other))
     assert await store.stream_version(pupil) == first.stream_version
+
+
+async def test_a_schools_provision_map_is_what_it_delivered(store: EventStore, pool):
+    from senflow.projections import provision_map
+    from senflow.projections.queries import provision_view
+    from senflow.projections.tables import apply_events, ensure_tables
+
+    svc, pupil = SenflowService(store), uuid.uuid4()
+    trust = f"trust-pm{uuid.uuid4().hex[:6]}"
+    commands = [
+        dict(c, tenant={"trust_id": trust, "school_urn": "123456"})
+        if c["command"] == "register_pupil"
+        else c
+        for c in story(pupil, upn(81))[:14]
+    ]
+    for raw in commands:
+        assert (await svc.handle(parse_command(raw))).accepted
+    moved = {
+        "command": "transfer_pupil",
+        "pupil_id": str(pupil),
+        "occurred_at": "2025-01-06",
+        "actor": {"user_id": "senco.1", "role": "senco"},
+        "payload": {"from_urn": "123456", "to_urn": "654321"},
+    }
+    assert (await svc.handle(parse_command(moved))).accepted
+
+    async def missing(stream, first, last):
+        return await store.read_stream(stream, first, last, personal=False)
+
+    async with pool.acquire() as conn:
+        await ensure_tables(conn, provision_map.PROJECTION)
+        async with conn.transaction():
+            await apply_events(
+                conn,
+                provision_map.PROJECTION,
+                await store.read_stream(pupil, personal=False),
+                missing,
+            )
+    delivered = await provision_view(pool, trust, "123456", "school")
+    assert {r["pupil_id"] for r in delivered["rows"]} == {str(pupil)}
+    assert len(delivered["rows"]) == 2
+    assert (await provision_view(pool, trust, "654321", "school"))["rows"] == []

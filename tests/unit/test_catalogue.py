@@ -350,3 +350,20 @@ def test_a_command_dated_before_1990_is_refused() -> None:
                 "payload": {"source": "parent", "description": "x"},
             }
         )
+
+
+def test_control_characters_in_a_command_are_refused_naming_the_field() -> None:
+    import pydantic
+
+    from senflow.services.workflow.commands import parse_command
+
+    with pytest.raises(pydantic.ValidationError, match=r"payload\.description"):
+        parse_command(
+            {
+                "command": "raise_concern",
+                "pupil_id": str(uuid4()),
+                "occurred_at": "2025-01-01",
+                "actor": {"user_id": "t", "role": "class_teacher"},
+                "payload": {"source": "parent", "description": "O\x0bBrien\x00"},
+            }
+        )
