@@ -7,8 +7,10 @@ never by name or UPN (file names end up in listings, logs and mail subjects).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ Doc = dict[str, Any]
 
 def write_text(path: Path, text: str, private: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600 if private else 0o644
+    )
+    if private:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC: fix it first
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
         f.write(text)
-    if private:
-        os.chmod(path, 0o600)  # an existing file keeps its mode through O_TRUNC
     return path
 
 
@@ -48,7 +52,17 @@ def write_pack(pack: Doc, out_dir: Path, renderer: Renderer | None) -> Doc:
 
 
 def write_pdf(renderer: Renderer, page: str, path: Path) -> Path:
+    """Render into a private temporary file beside ``path``, then rename it into place, so
+    the PDF is never readable by others, not even while it is being written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    renderer.render(page, path)
-    os.chmod(path, 0o600)
+    fd, name = tempfile.mkstemp(prefix=".render-", suffix=".pdf", dir=path.parent)
+    os.close(fd)  # mkstemp made it 0600; the renderer writes into it
+    try:
+        renderer.render(page, Path(name))
+        os.chmod(name, 0o600)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
     return path
