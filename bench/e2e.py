@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import aio_pika
 import asyncpg
 import psutil
 
@@ -44,7 +43,7 @@ from bench.append import make_plan
 from bench.common import AMQP_URL, Config, Row, bench_database, percentile, pool_for
 from senflow.projections.catalogue import PROJECTIONS
 from senflow.services.application import SenflowService
-from senflow.services.bus.topology import Topology
+from senflow.services.bus.topology import Topology, remove
 from senflow.services.store.coalescing import CoalescingAppender
 from senflow.services.store.eventstore import EventStore
 from senflow.services.workflow.commands import CommandBase, parse_command
@@ -110,15 +109,7 @@ class Services:
 
 
 async def delete_topology(topology: Topology) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        for name in topology.queue_names():
-            await channel.queue_delete(name)
-        for name in topology.exchange_names():
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    await remove(AMQP_URL, topology)
 
 
 _MIN_VERSION = """

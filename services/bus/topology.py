@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import aio_pika
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 SERVICES = ("register", "provision_map", "audit", "compliance")
@@ -105,6 +106,19 @@ async def declare(broker: RabbitBroker, topology: Topology) -> None:
             await q.bind(hashed, routing_key="1")
         dlq = await broker.declare_queue(topology.dlq(service))
         await dlq.bind(dlx, routing_key=service)
+
+
+async def remove(amqp_url: str, topology: Topology) -> None:
+    """Delete the topology's queues and exchanges (a test run's, or one being retired)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in topology.queue_names():
+            await channel.queue_delete(name)
+        for name in topology.exchange_names():
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()
 
 
 def definitions(topology: Topology) -> dict[str, object]:

@@ -15,7 +15,7 @@ import asyncpg
 
 from senflow.projections.base import Projection
 from senflow.projections.consumer import ConsumerService, build_consumer
-from senflow.services.bus.topology import Topology
+from senflow.services.bus.topology import Topology, remove
 from senflow.services.relay import Relay
 from senflow.services.store.eventstore import EventStore
 
@@ -31,15 +31,7 @@ def unique_topology(services: Sequence[str], partitions: int = 2) -> Topology:
 
 
 async def delete_topology(topology: Topology) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        for name in topology.queue_names():
-            await channel.queue_delete(name)
-        for name in topology.exchange_names():
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    await remove(AMQP_URL, topology)
 
 
 async def eventually(
