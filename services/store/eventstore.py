@@ -34,8 +34,8 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from senflow.events.catalogue import EVENT_ADAPTER, PupilTransferred, current_version
-from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Tenant
+from senflow.events.catalogue import EVENT_TYPES, PupilTransferred, current_version
+from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant, trusted
 from senflow.events.upcasting import upcast
 from senflow.services.store import hashchain, vault
 
@@ -514,11 +514,11 @@ def _row(
         school_urn=e.tenant.school_urn,
         correlation_id=e.correlation_id,
         causation_id=e.causation_id,
-        data=data,
+        data=hashchain.encode_data(data),
     )
     digest = hashchain.chain(prev_hash, hashchain.canonical(**fields))
     *envelope, _ = fields.values()
-    return (*envelope, json.dumps(data), prev_hash, digest)
+    return (*envelope, fields["data"].decode(), prev_hash, digest)
 
 
 def row_content(r: asyncpg.Record | dict[str, Any]) -> bytes:
@@ -537,28 +537,39 @@ def row_content(r: asyncpg.Record | dict[str, Any]) -> bytes:
         school_urn=r["school_urn"],
         correlation_id=r["correlation_id"],
         causation_id=r["causation_id"],
-        data=json.loads(r["data"]),
+        data=hashchain.decode_stored(r["data"]),
     )
 
 
 def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -> RecordedEvent:
-    data = upcast(r["event_type"], r["schema_version"], json.loads(r["data"]))
-    data["event_type"] = r["event_type"]
+    # The envelope columns were validated on the way in and are typed by the table,
+    # so they are taken as they are; the data are validated (that is where sealed
+    # values open and old schema versions are brought up to date).
+    event_type, stored_version = r["event_type"], r["schema_version"]
     open_ = vault.withheld if withhold else vault.opener(key, r["stream_id"], r["event_id"])
-    return RecordedEvent(
-        event_id=r["event_id"],
-        stream_id=r["stream_id"],
-        version=r["version"],
-        position=r["position"],
-        schema_version=current_version(r["event_type"]),
-        occurred_at=r["occurred_at"],
-        recorded_at=r["recorded_at"],
-        actor=Actor(user_id=r["actor_id"], role=r["actor_role"]),
-        tenant=Tenant(trust_id=r["trust_id"], school_urn=r["school_urn"]),
-        correlation_id=r["correlation_id"],
-        causation_id=r["causation_id"],
-        data=EVENT_ADAPTER.validate_python(data, context={"open": open_}),
-        hash=bytes(r["hash"]).hex(),
+    model = EVENT_TYPES[event_type]
+    if stored_version == model.schema_version:
+        data = model.model_validate_json(r["data"], context={"open": open_})
+    else:
+        upcasted = upcast(event_type, stored_version, json.loads(r["data"]))
+        data = model.model_validate(upcasted, context={"open": open_})
+    return trusted(
+        RecordedEvent,
+        {
+            "event_id": r["event_id"],
+            "stream_id": r["stream_id"],
+            "version": r["version"],
+            "position": r["position"],
+            "schema_version": model.schema_version,
+            "occurred_at": r["occurred_at"],
+            "recorded_at": r["recorded_at"],
+            "actor": trusted(Actor, {"user_id": r["actor_id"], "role": Role(r["actor_role"])}),
+            "tenant": trusted(Tenant, {"trust_id": r["trust_id"], "school_urn": r["school_urn"]}),
+            "correlation_id": r["correlation_id"],
+            "causation_id": r["causation_id"],
+            "data": data,
+            "hash": bytes(r["hash"]).hex(),
+        },
     )
 
 

@@ -15,6 +15,10 @@ import asyncpg
 from senflow.services.store import hashchain
 from senflow.services.store.eventstore import row_content
 
+# Moments as the hash has them (hashchain.ts), formatted by the server: cheaper than
+# building a datetime per row only to print it again.
+_UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
 
 @dataclass(frozen=True)
 class Break:
@@ -75,9 +79,11 @@ async def _verify_stream(
     expected_version = 0
     broken = False
     async for r in conn.cursor(
-        """SELECT position, event_id, stream_id, version, event_type, schema_version,
-                  occurred_at, recorded_at, actor_id, actor_role, trust_id, school_urn,
-                  correlation_id, causation_id, data, prev_hash, hash
+        f"""SELECT position, event_id, stream_id::text, version, event_type, schema_version,
+                  {_UTC_TEXT.format("occurred_at")} AS occurred_at,
+                  {_UTC_TEXT.format("recorded_at")} AS recorded_at,
+                  actor_id, actor_role, trust_id, school_urn, correlation_id::text,
+                  causation_id::text, data, prev_hash, hash
              FROM events WHERE stream_id = $1 ORDER BY version""",
         sid,
         prefetch=500,

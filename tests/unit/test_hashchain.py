@@ -1,0 +1,90 @@
+"""The hash chain's canonical bytes: the fast encoder must equal the reference byte for byte.
+
+Stored hashes were computed with the reference definition; if the fast path ever
+wrote different bytes, every existing chain would fail to verify.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from senflow.services.store import hashchain
+
+pytestmark = pytest.mark.unit
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _envelope(data: object) -> dict[str, object]:
+    return dict(
+        event_id=uuid.uuid4(),
+        stream_id=uuid.uuid4(),
+        version=7,
+        event_type="concern_raised",
+        schema_version=1,
+        occurred_at=datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=1))),
+        recorded_at=datetime(2026, 3, 1, 9, 31, 0, 5, tzinfo=UTC),
+        actor_id="u-1",
+        actor_role="senco",
+        trust_id="trust-é\x7f",
+        school_urn="123456",
+        correlation_id=uuid.uuid4(),
+        causation_id=None,
+        data=data,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_text, _json, max_size=6))
+def test_fast_encoding_equals_the_reference(data: dict[str, object]) -> None:
+    fields = _envelope(data)
+    reference = hashchain.reference_canonical(**fields)
+    fast = hashchain.canonical(**{**fields, "data": hashchain.encode_data(data)})
+    assert fast == reference
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_text, _json, max_size=6))
+def test_data_read_back_as_jsonb_text_encodes_as_written(data: dict[str, object]) -> None:
+    # jsonb gives data back with its own spacing and key order: the bytes must not change
+    jsonb_like = json.dumps(dict(reversed(list(data.items()))), separators=(", ", ": "))
+    assert hashchain.decode_stored(jsonb_like) == hashchain.encode_data(data)
+
+
+def test_numbers_the_fast_encoder_would_write_differently_take_the_reference() -> None:
+    for data in ({"x": 1e-7}, {"x": 2**70}, {"x": 1e23}, {"x": [0.5, -3.25e40]}):
+        assert hashchain.encode_data(data) == hashchain._reference(data)
+    # 1e23 is stored as the integer it denotes and hashes the same when read back
+    assert hashchain.decode_stored('{"x": 100000000000000000000000}') == hashchain.encode_data(
+        {"x": 1e23}
+    )
+
+
+def test_text_timestamps_and_ids_hash_as_their_objects() -> None:
+    fields = _envelope({"a": 1})
+    as_text = {
+        **fields,
+        "event_id": str(fields["event_id"]),
+        "occurred_at": hashchain.ts(fields["occurred_at"]),  # type: ignore[arg-type]
+        "recorded_at": hashchain.ts(fields["recorded_at"]),  # type: ignore[arg-type]
+        "data": hashchain.encode_data({"a": 1}),
+    }
+    assert hashchain.canonical(**as_text) == hashchain.reference_canonical(**fields)
