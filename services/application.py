@@ -22,6 +22,7 @@ from senflow.events import catalogue as ev
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant
 from senflow.events.personal import Redacted
 from senflow.services.metrics import EVENTS_APPENDED, REJECTIONS
+from senflow.services.pupil_states import PupilStates
 from senflow.services.store.eventstore import (
     AppendResult,
     ConcurrencyConflict,
@@ -31,7 +32,7 @@ from senflow.services.store.eventstore import (
 from senflow.services.workflow.calendar import end_of_school_day
 from senflow.services.workflow.commands import CommandBase
 from senflow.services.workflow.decide import Accepted, Rejection, Warning, decide
-from senflow.services.workflow.state import PupilState, replay
+from senflow.services.workflow.state import PupilState, replay, resumable
 
 log = structlog.get_logger(__name__)
 
@@ -134,10 +135,17 @@ class CommandResult:
 
 class SenflowService:
     def __init__(
-        self, store: EventStore, clock: Clock = utc_now, appender: Appender | None = None
+        self,
+        store: EventStore,
+        clock: Clock = utc_now,
+        appender: Appender | None = None,
+        states: PupilStates | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        # Pupils' states kept between commands (shared by the services of one process
+        # and trust): a command then reads and folds only the events it has not seen.
+        self.states = states if states is not None else PupilStates()
         # Where decided events go: the store itself, or a group-commit coalescer in
         # front of it for services that take many commands at once (the HTTP API).
         self.append = appender.append if appender is not None else store.append
@@ -161,14 +169,19 @@ class SenflowService:
             earlier = await self.store.caused_by(command.command_id)
             if earlier:
                 return self._replayed(command, earlier)
-            history = await self.store.read_stream(command.pupil_id)
-            state = replay(history)
+            state, read = await self.states.load(self.store, command.pupil_id)
             if command.expected_version is not None and command.expected_version != state.version:
                 raise ConcurrencyConflict(command.pupil_id, command.expected_version, state.version)
             original = None
             if isinstance(command.event_data, ev.RecordCorrected):
                 target = command.event_data.corrects_event_id
-                original = next((e for e in history if e.event_id == target), None)
+                original = next((e for e in read if e.event_id == target), None)
+                if original is None and target in state.event_types:
+                    original = next(
+                        e
+                        for e in await self.store.read_stream(command.pupil_id)
+                        if e.event_id == target
+                    )
             outcome = decide(state, command, self.clock(), original)
             if isinstance(outcome, Rejection):
                 log.info("command_rejected", rule=outcome.rule, field=outcome.field)
@@ -184,6 +197,10 @@ class SenflowService:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
+            if not result.duplicate and resumable(state, new_events):
+                self.states.keep(command.pupil_id, replay(new_events, start=state))
+            else:
+                self.states.forget(command.pupil_id)
             for e in new_events:
                 EVENTS_APPENDED.labels(e.event_type).inc()
             log.info(
@@ -273,7 +290,9 @@ class SenflowService:
             tenant=state.tenant,
             correlation_id=uuid5(pupil_id, "personal-data-erased"),
         )
+        self.states.forget(pupil_id)
         result = await self.store.erase(pupil_id, [*preceding, event], None, len(history))
+        self.states.forget(pupil_id)
         log.info("personal_data_erased", pupil_id=str(pupil_id), reason_code=reason_code)
         return result
 

@@ -54,6 +54,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         app.state.pool = pool
         app.state.appenders = {}  # trust id -> group-commit appender (routes_commands)
+        app.state.pupil_states = {}  # trust id -> pupils' kept states (routes_commands)
         log.info("api_started")
         try:
             yield

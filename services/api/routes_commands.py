@@ -32,6 +32,7 @@ from senflow.services.api.errors import (
 from senflow.services.api.middleware import correlation_uuid
 from senflow.services.api.tokens import Principal
 from senflow.services.application import SenflowService
+from senflow.services.pupil_states import PupilStates
 from senflow.services.store.coalescing import CoalescingAppender
 from senflow.services.store.eventstore import (
     ConcurrencyConflict,
@@ -47,7 +48,6 @@ from senflow.services.workflow.commands import (
     parse_command,
 )
 from senflow.services.workflow.permissions import may_run
-from senflow.services.workflow.state import replay
 
 log = structlog.get_logger(__name__)
 
@@ -123,8 +123,9 @@ async def run_command(
     if not may_run(caller.role, command.name):
         metrics.command(command.name, "forbidden")
         raise forbidden(f"the {caller.role.value} role may not run {command.name}")
+    states = _states(request, trusted)
     try:
-        await _within_scope(trusted, caller, command)
+        await _within_scope(trusted, caller, command, states)
     except ApiError as err:
         metrics.command(command.name, err.error)
         raise
@@ -134,7 +135,7 @@ async def run_command(
         stored = await idempotency.lookup(trusted, caller, idempotency_key)
         if stored is not None:
             return _replay(stored, hashed)
-    status, body = await _handle(trusted, command, metrics, _appender(request, trusted))
+    status, body = await _handle(trusted, command, metrics, _appender(request, trusted), states)
     if idempotency_key is not None:
         stored = await idempotency.save(trusted, caller, idempotency_key, hashed, status, body)
         if stored.request_hash != hashed:  # a concurrent request with another body won
@@ -205,10 +206,12 @@ def _command(
     return command
 
 
-async def _within_scope(pool: TrustPool, caller: Principal, command: CommandBase) -> None:
+async def _within_scope(
+    pool: TrustPool, caller: Principal, command: CommandBase, states: PupilStates
+) -> None:
     """404 unless the pupil is within the token's scope; registration must target it."""
-    events = await EventStore(pool).read_stream(command.pupil_id, personal=False)
-    state = replay(events)
+    state, _ = await states.load(EventStore(pool), command.pupil_id)  # type: ignore[arg-type]
+    stored = state.version > 0
     scope = caller.scope
     if command.name == "register_pupil":
         tenant = command.tenant
@@ -218,7 +221,7 @@ async def _within_scope(pool: TrustPool, caller: Principal, command: CommandBase
             state.registered
             and state.tenant is not None
             and not scope.covers(state.tenant.trust_id, state.tenant.school_urn)
-        ) or (not events and await stream_taken(pool, command.pupil_id))
+        ) or (not stored and await stream_taken(pool, command.pupil_id))
         if unavailable:
             raise ApiError(
                 409, "pupil_id_unavailable", "this pupil id cannot be used; pick another"
@@ -232,6 +235,14 @@ async def _within_scope(pool: TrustPool, caller: Principal, command: CommandBase
         raise not_found()
 
 
+def _states(request: Request, trusted: TrustPool) -> PupilStates:
+    """The trust's kept pupil states: each trust's, read under its role, used for it alone."""
+    kept: dict[str, PupilStates] = request.app.state.pupil_states
+    if trusted.trust_id not in kept:
+        kept[trusted.trust_id] = PupilStates()
+    return kept[trusted.trust_id]
+
+
 def _appender(request: Request, trusted: TrustPool) -> CoalescingAppender:
     """The trust's group-commit appender: concurrent commands of one trust share
     transactions (each still checked and answered alone), under the trust's own role."""
@@ -242,9 +253,13 @@ def _appender(request: Request, trusted: TrustPool) -> CoalescingAppender:
 
 
 async def _handle(
-    pool: TrustPool, command: CommandBase, metrics: Any, appender: CoalescingAppender
+    pool: TrustPool,
+    command: CommandBase,
+    metrics: Any,
+    appender: CoalescingAppender,
+    states: PupilStates,
 ) -> tuple[int, dict[str, Any]]:
-    service = SenflowService(EventStore(pool), appender=appender)  # type: ignore[arg-type]
+    service = SenflowService(EventStore(pool), appender=appender, states=states)  # type: ignore[arg-type]
     try:
         try:
             result = await service.handle(command)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from senflow.events import catalogue as ev
@@ -146,11 +146,16 @@ def _find(interventions: tuple[Intervention, ...], intervention_id: UUID) -> int
 
 def evolve(state: PupilState, fact: Fact) -> PupilState:
     """The state after one more event."""
+    types = {**state.event_types, fact.event_id: fact.data.event_type}  # type: ignore[attr-defined]
+    return _step(state, fact, types)
+
+
+def _step(state: PupilState, fact: Fact, event_types: dict[UUID, str]) -> PupilState:
     data = fact.data
     changes: dict[str, Any] = {
         "version": state.version + 1,
         "tenant": fact.tenant,
-        "event_types": {**state.event_types, fact.event_id: data.event_type},  # type: ignore[attr-defined]
+        "event_types": event_types,
     }
     # one copy of the state per event: the common changes and this event's together
     changes.update(_changes(state, fact, data, school_day(fact.occurred_at)))
@@ -162,8 +167,15 @@ def _copy_with(state: PupilState, changes: dict[str, Any]) -> PupilState:
     # its fields are already valid, so a copy of its __dict__ does the same, faster.
     if not changes.keys() <= _FIELDS:
         raise TypeError(f"not fields of PupilState: {sorted(changes.keys() - _FIELDS)}")
-    new = object.__new__(PupilState)
-    new.__dict__.update(state.__dict__)
+    return _with(state, changes)
+
+
+_T = TypeVar("_T")
+
+
+def _with(frozen: _T, changes: dict[str, Any]) -> _T:
+    new = object.__new__(type(frozen))
+    new.__dict__.update(frozen.__dict__)
     new.__dict__.update(changes)
     return new
 
@@ -223,13 +235,15 @@ def _changes(state: PupilState, fact: Fact, data: ev.EventData, day: date) -> di
                 return {}
             running = state.interventions[at]
             if isinstance(data, ev.InterventionSessionRecorded):
-                updated = replace(
+                updated = _with(
                     running,
-                    sessions=running.sessions + (1 if data.attended else 0),
-                    minutes_delivered=running.minutes_delivered + data.minutes,
+                    {
+                        "sessions": running.sessions + (1 if data.attended else 0),
+                        "minutes_delivered": running.minutes_delivered + data.minutes,
+                    },
                 )
             else:
-                updated = replace(running, ended_on=day, exit_measure=data.exit_measure)
+                updated = _with(running, {"ended_on": day, "exit_measure": data.exit_measure})
             return {
                 "interventions": (
                     *state.interventions[:at],
@@ -335,9 +349,33 @@ def effective(facts: Iterable[Fact]) -> list[Fact]:
     ]
 
 
-def replay(facts: Iterable[Fact]) -> PupilState:
-    """Fold a whole stream, from its first event, corrections applied, into the state."""
-    state = PupilState()
+def replay(facts: Iterable[Fact], start: PupilState | None = None) -> PupilState:
+    """Fold a whole stream, from its first event, corrections applied, into the state.
+
+    From ``start`` (a state of this stream's first events), fold the events that
+    follow it; they must not correct an event folded into ``start`` (see ``resumable``).
+    """
+    state = start or PupilState()
+    # One event-type map for the whole fold, not a copy per event (evolve's copy
+    # makes a long history quadratic); the intermediate states are never seen.
+    types = dict(state.event_types)
     for fact in effective(facts):
-        state = evolve(state, fact)
+        types[fact.event_id] = fact.data.event_type  # type: ignore[attr-defined]
+        state = _step(state, fact, types)
     return state
+
+
+def resumable(state: PupilState, tail: Iterable[Fact]) -> bool:
+    """Whether ``replay(tail, start=state)`` equals a replay from the first event.
+
+    Not when the tail corrects an event already folded (a correction changes how
+    that earlier event folds), nor when it erases personal data (the state must be
+    rebuilt from the redacted history).
+    """
+    for fact in tail:
+        data = fact.data
+        if isinstance(data, ev.PersonalDataErased):
+            return False
+        if isinstance(data, ev.RecordCorrected) and data.corrects_event_id in state.event_types:
+            return False
+    return True

@@ -24,7 +24,7 @@ from senflow.events.codes import NeedType, SenProvision
 from senflow.events.envelope import NewEvent
 from senflow.services.workflow.calendar import add_months, school_day
 from senflow.services.workflow.decide import Accepted
-from senflow.services.workflow.state import PupilState, effective, evolve, replay
+from senflow.services.workflow.state import PupilState, effective, evolve, replay, resumable
 from tests.unit.helpers import Pupil, measure, needs, outcome, provision
 
 pytestmark = pytest.mark.unit
@@ -423,6 +423,28 @@ def test_replay_of_a_prefix_then_evolve_equals_replay(script: Script) -> None:
         for fact in facts[cut:]:
             state = evolve(state, fact)
         assert state == whole
+
+
+@PROPERTY
+@given(scripts())
+def test_a_replay_resumed_from_a_state_equals_a_whole_replay(script: Script) -> None:
+    """How a kept state is brought up to date: fold only what came after it, when allowed."""
+    p, _ = play(script, check=False)
+    facts = p.facts
+    whole = replay(facts)
+    resumed = 0
+    for cut in range(len(facts) + 1):
+        start = replay(facts[:cut])
+        if resumable(start, facts[cut:]):
+            assert replay(facts[cut:], start=start) == whole
+            resumed += 1
+        else:  # only a correction of an already-folded event (or an erasure) forbids it
+            assert any(
+                isinstance(f.data, ev.RecordCorrected)
+                and f.data.corrects_event_id in {g.event_id for g in facts[:cut]}
+                for f in facts[cut:]
+            )
+    assert resumed >= 2  # at least from nothing and from everything
 
 
 @PROPERTY
