@@ -4,10 +4,11 @@ aio-pika hands each delivery to its own task, so handlers run concurrently. To
 keep order and to batch, the handler only parks its message in a
 :class:`Batcher` and waits. The batcher sorts what it holds by delivery tag
 (the channel's delivery order), applies it in one database transaction that
-also advances each pupil's checkpoint, and only then lets the handlers return,
-so the messages are acknowledged after the commit. If the batch fails, its
-messages are applied one by one, so a single bad message is nacked (and
-dead-lettered after the delivery limit) while the rest go through.
+also advances each pupil's checkpoint, and only then acknowledges the batch
+(with one multiple ack where the tags run on, see ``acks``) and lets the
+handlers return. If the batch fails, its messages are applied one by one, so a
+single bad message is nacked (and dead-lettered after the delivery limit) while
+the rest go through.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import structlog
@@ -25,6 +27,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
+from senflow.projections.acks import Acknowledger, Delivery
 from senflow.projections.base import Projection
 from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
 from senflow.services.bus.topology import Topology, declare
@@ -54,7 +57,7 @@ def parse_message(body: bytes) -> RecordedEvent:
 
 @dataclass
 class _Parked:
-    tag: int
+    delivery: Delivery
     event: RecordedEvent
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -72,14 +75,16 @@ class Batcher:
         self, apply: ApplyBatch, max_batch: int = 200, max_wait: float = 0.005, name: str = ""
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
+        self.acks = Acknowledger()
         self.name = name  # the projection, for metrics
         self._parked: list[_Parked] = []
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.stats = ApplyStats()
 
-    async def submit(self, tag: int, event: RecordedEvent) -> None:
-        parked = _Parked(tag, event)
+    async def submit(self, delivery: Delivery, event: RecordedEvent) -> None:
+        """Park a delivery until its batch is applied and acknowledged (or nacked: raises)."""
+        parked = _Parked(delivery, event)
         self._parked.append(parked)
         self._wake.set()
         if self._loop is None or self._loop.done():
@@ -98,7 +103,7 @@ class Batcher:
             if len(self._parked) < self.max_batch:
                 await asyncio.sleep(self.max_wait)  # let the rest of a burst arrive
             self._wake.clear()
-            batch, self._parked = sorted(self._parked, key=lambda p: p.tag), []
+            batch, self._parked = sorted(self._parked, key=_tag), []
             if batch:
                 await self._apply(batch)
             if self._parked:
@@ -107,6 +112,7 @@ class Batcher:
     async def _apply(self, batch: list[_Parked]) -> None:
         try:
             self._count(await self._until_reachable(batch))
+            await self._ack(batch)
             for p in batch:
                 log.debug(
                     "event_applied",
@@ -121,6 +127,7 @@ class Batcher:
             for p in batch:
                 try:
                     self._count(await self._until_reachable([p]))
+                    await self._ack([p])
                     _settle(p.done)
                 except Exception as one:
                     log.error(
@@ -131,8 +138,22 @@ class Batcher:
                         correlation_id=str(p.event.correlation_id),
                         error=repr(one),
                     )
+                    await self.nack(p.delivery)
                     if not p.done.done():
                         p.done.set_exception(one)
+
+    async def _ack(self, batch: list[_Parked]) -> None:
+        try:
+            await self.acks.ack(p.delivery for p in batch)
+        except Exception as exc:  # the channel is gone: the broker redelivers, versions dedupe
+            log.warning("ack_failed", size=len(batch), error=repr(exc))
+
+    async def nack(self, delivery: Delivery) -> None:
+        """Return a delivery to its queue now (a bad message; the delivery limit ends it)."""
+        try:
+            await self.acks.nack(delivery)
+        except Exception as exc:
+            log.warning("nack_failed", error=repr(exc))
 
     async def _until_reachable(self, batch: list[_Parked]) -> ApplyStats:
         """Apply, waiting out database outages with the messages held unacknowledged.
@@ -163,6 +184,10 @@ class Batcher:
             PROJECTION_APPLIED.labels(self.name).inc(s.applied)
             PROJECTION_DUPLICATES.labels(self.name).inc(s.duplicates)
             PROJECTION_FILLED.labels(self.name).inc(s.filled)
+
+
+def _tag(p: _Parked) -> int:
+    return int(p.delivery.delivery_tag or 0)
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -205,8 +230,8 @@ class ConsumerService:
         await declare(self.broker, self.topology)
 
 
-async def _tag_and_body(msg: RabbitMessage) -> tuple[int, bytes]:
-    return msg.raw_message.delivery_tag or 0, msg.body
+async def _delivery(msg: RabbitMessage) -> Any:
+    return msg.raw_message
 
 
 def build_consumer(
@@ -222,7 +247,7 @@ def build_consumer(
     # No dependency injection: resolving even a ``RabbitMessage`` parameter makes
     # FastStream run a sync resolver in a worker thread for every message, which
     # cost more than everything else the consumer does. The decoder hands the
-    # handler what it needs instead: the delivery tag and the body.
+    # handler the delivery itself; the batcher acknowledges it (manual policy).
     broker = RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch),
@@ -239,14 +264,20 @@ def build_consumer(
         @broker.subscriber(
             topology.queue(projection.name, p),
             hashed,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_tag_and_body,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_delivery,
             title=f"{projection.name}/{p}",
             description=f"Partition {p} of the {projection.name} projection",
         )
-        async def handle(tagged: tuple[int, bytes]) -> None:
-            tag, body = tagged
-            await batcher.submit(tag, parse_message(body))
+        async def handle(delivery: Any) -> None:
+            try:
+                event = parse_message(delivery.body)
+            except Exception as exc:
+                log.error("message_not_parsed", error=repr(exc)[:500])
+                await batcher.nack(delivery)
+                return
+            with contextlib.suppress(Exception):  # the batcher logged it and nacked
+                await batcher.submit(delivery, event)
 
     return ConsumerService(projection, broker, batcher, pool, topology)
 
