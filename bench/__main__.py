@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import importlib
 import json
 import os
@@ -44,6 +45,35 @@ def _table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _python_speed() -> dict[str, float]:
+    """How fast this machine runs plain Python, to compare runs across machines.
+
+    Fixed work, best of five: encoding a typical event's data with the standard
+    library, and hashing it. Absolute results scale with these; ratios should not.
+    """
+    data = {
+        "plan_id": "0b7f3c2e-6a55-4f1e-9d5c-0a1b2c3d4e5f",
+        "review_date": "2026-03-20",
+        "outcomes": [{"outcome_id": "O1", "text": "Reads 40 words a minute"}] * 3,
+        "staff_informed": True,
+    }
+
+    def best(fn: object, n: int = 20_000) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()  # type: ignore[operator]
+            times.append((time.perf_counter() - t) / n)
+        return round(min(times) * 1e6, 2)
+
+    encoded = json.dumps(data).encode()
+    return {
+        "json_dumps_us": best(lambda: json.dumps(data, sort_keys=True)),
+        "sha256_us": best(lambda: hashlib.sha256(encoded).digest()),
+    }
+
+
 def _machine() -> dict[str, object]:
     def version(cmd: list[str]) -> str:
         try:
@@ -59,6 +89,8 @@ def _machine() -> dict[str, object]:
             ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"]
         ),
         "git": version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python_speed": _python_speed(),
     }
 
 
@@ -94,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in BENCHES if not args.only or n in args.only]
     config = Config(quick=args.quick)
     senflow_logging.configure("WARNING", False)
-    started = datetime.now(UTC)
+    started, load_at_start = datetime.now(UTC), [round(x, 2) for x in os.getloadavg()]
     rows, failures = asyncio.run(_run(names, config))
     print(_table(rows))
     doc = {
@@ -102,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "quick": args.quick,
         "only": args.only,
-        "machine": _machine(),
+        "machine": {**_machine(), "load_average_at_start": load_at_start},
         "results": [asdict(r) for r in rows],
         "failures": failures,
     }
