@@ -1,7 +1,10 @@
 """Rebuild a projection from the store into fresh tables, then swap them in atomically.
 
 The live consumer keeps serving from the old tables while the rebuild reads
-the whole log into ``<schema>_rebuild``. The swap takes an exclusive lock on
+the whole log into ``<schema>_rebuild``: it folds every pupil's document in
+memory (the log in position order holds each pupil's events in version order,
+so no row is read back) and writes them all with one COPY into the fresh
+schema, which nothing else uses yet. The swap takes an exclusive lock on
 the live table (the consumer's next write waits), applies whatever was
 appended since, renames the schemas and drops the old one, all in one
 transaction. The live consumer then carries on against the new tables, whose
@@ -10,13 +13,17 @@ per-pupil versions tell it what is already applied.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 import structlog
 
 from senflow.projections.base import Projection
-from senflow.projections.tables import apply_events, ensure_tables
+from senflow.projections.tables import ROW_COLUMNS, Current, apply_events, ensure_tables
 from senflow.services.store.eventstore import EventStore
 
 log = structlog.get_logger(__name__)
@@ -28,6 +35,62 @@ class RebuildResult:
     pupils: int
     position: int
     swapped: bool
+
+
+@contextmanager
+def _no_cycle_collector() -> Iterator[None]:
+    """Pause Python's cycle collector while folding the log.
+
+    The fold allocates millions of objects that outlive a young collection (the
+    documents until the COPY, a page of events until the next), so the collector
+    would scan them again and again; it has nothing to find, as documents and
+    events hold no cycles (reference counting frees them). That scanning was a
+    third of a rebuild's time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def _fold_log(
+    store: EventStore, projection: Projection, batch: int
+) -> tuple[dict[UUID, Current], int, int]:
+    """Every pupil's document and checkpoint from the whole log; the count and last position."""
+    docs: dict[UUID, Current] = {}
+    count = position = 0
+    with _no_cycle_collector():
+        while events := await store.scan_withheld(position, batch):
+            for e in events:
+                cur = docs.get(e.stream_id)
+                if cur is None:
+                    cur = docs[e.stream_id] = Current(0, None)
+                if e.version != cur.version + 1:
+                    # Cannot happen in position order (appends are ordered): never fold past a hole.
+                    raise LookupError(
+                        f"the log has version {e.version} of {e.stream_id} after {cur.version}"
+                    )
+                cur.advance(projection, e)
+            count += len(events)
+            position = events[-1].position
+    return docs, count, position
+
+
+async def _fill_fresh(
+    conn: asyncpg.Connection, store: EventStore, projection: Projection, schema: str, batch: int
+) -> tuple[int, int]:
+    """Fill the empty ``schema`` from the whole log; the count of events and the last position."""
+    docs, count, position = await _fold_log(store, projection, batch)
+    await conn.copy_records_to_table(
+        "docs",
+        schema_name=schema,
+        columns=ROW_COLUMNS,
+        records=[cur.row(sid) for sid, cur in docs.items()],
+    )
+    return count, position
 
 
 async def _fill(
@@ -58,7 +121,7 @@ async def rebuild(
     projection: Projection,
     swap: bool = True,
     target: str | None = None,
-    batch: int = 5000,
+    batch: int = 10_000,
 ) -> RebuildResult:
     """Rebuild into ``target`` (default ``<schema>_rebuild``); swap it in unless told not to."""
     target = target or f"{projection.schema}_rebuild"
@@ -66,8 +129,9 @@ async def rebuild(
         await conn.execute(f"DROP SCHEMA IF EXISTS {target} CASCADE")
         await ensure_tables(conn, projection, target)
         await ensure_tables(conn, projection)
-        async with conn.transaction():
-            count, position = await _fill(conn, store, projection, target, 0, batch)
+        # No transaction is held open while folding (an idle one would be ended by
+        # the server); the COPY is one statement into a schema nothing else uses.
+        count, position = await _fill_fresh(conn, store, projection, target, batch)
         if not swap:
             pupils = await conn.fetchval(f"SELECT count(*) FROM {target}.docs")
             return RebuildResult(count, pupils, position, False)

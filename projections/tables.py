@@ -58,12 +58,35 @@ class ApplyStats:
 
 
 @dataclass
-class _Current:
+class Current:
+    """A pupil's document with its checkpoint: what one row of ``docs`` holds."""
+
     version: int
     doc: Doc | None
     position: int = 0
     trust_id: str = ""
     school_urn: str = ""
+
+    def advance(self, projection: Projection, event: RecordedEvent) -> None:
+        """Apply the pupil's next event (live, in a gap fill or in a rebuild: one code path)."""
+        self.doc = projection.evolve(self.doc, event)
+        self.version, self.position = event.version, event.position
+        self.trust_id = str(self.doc.get("trust_id") or event.tenant.trust_id)
+        self.school_urn = str(self.doc.get("school_urn") or event.tenant.school_urn)
+
+    def row(self, stream_id: UUID) -> tuple[UUID, str, str, int, int, str]:
+        """The values of its ``docs`` row, in ``ROW_COLUMNS`` order."""
+        return (
+            stream_id,
+            self.trust_id,
+            self.school_urn,
+            self.version,
+            self.position,
+            json.dumps(self.doc),
+        )
+
+
+ROW_COLUMNS = ("stream_id", "trust_id", "school_urn", "version", "position", "doc")
 
 
 async def apply_events(
@@ -89,14 +112,14 @@ async def apply_events(
         ids,
     )
     current = {
-        r["stream_id"]: _Current(
+        r["stream_id"]: Current(
             r["version"], json.loads(r["doc"]), r["position"], r["trust_id"], r["school_urn"]
         )
         for r in rows
     }
     changed: set[UUID] = set()
     for e in events:
-        cur = current.setdefault(e.stream_id, _Current(0, None))
+        cur = current.setdefault(e.stream_id, Current(0, None))
         if e.version <= cur.version:
             stats.duplicates += 1
             continue
@@ -110,10 +133,7 @@ async def apply_events(
             stats.filled += len(missing)
             pending = [*missing, e]
         for p in pending:
-            cur.doc = projection.evolve(cur.doc, p)
-            cur.version, cur.position = p.version, p.position
-            cur.trust_id = str(cur.doc.get("trust_id") or p.tenant.trust_id)
-            cur.school_urn = str(cur.doc.get("school_urn") or p.tenant.school_urn)
+            cur.advance(projection, p)
         stats.applied += 1
         changed.add(e.stream_id)
     if changed:
@@ -126,11 +146,7 @@ async def apply_events(
                     version = EXCLUDED.version, position = EXCLUDED.position,
                     doc = EXCLUDED.doc, updated_at = now()
                 WHERE {schema}.docs.version < EXCLUDED.version""",
-            [
-                (sid, c.trust_id, c.school_urn, c.version, c.position, json.dumps(c.doc))
-                for sid in sorted(changed)
-                for c in [current[sid]]
-            ],
+            [current[sid].row(sid) for sid in sorted(changed)],
         )
     return stats
 
