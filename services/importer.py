@@ -7,13 +7,23 @@ whole histories are written with COPY, many pupils per transaction. The
 result is the store the command path would have produced. A pupil whose
 history breaks a rule is reported and skipped whole; pupils already in the
 store are skipped (import is for new pupils; use ``submit`` for the rest).
+
+Deciding, sealing and hashing are Python's work, COPY is the server's: chunks
+of pupils are decided and built in worker processes (a pupil's hash chain is
+its own, so pupils parallelise) while the main process writes the chunks
+already built, one transaction each.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,11 +32,15 @@ import structlog
 from senflow.events import catalogue as ev
 from senflow.events.envelope import NewEvent
 from senflow.services.application import SenflowService, envelop
+from senflow.services.store import bulk
 from senflow.services.workflow.commands import CommandBase
 from senflow.services.workflow.decide import Rejection, decide
 from senflow.services.workflow.state import PupilState, evolve, replay
 
 log = structlog.get_logger(__name__)
+
+History = tuple[UUID, list[CommandBase]]
+Built = tuple[list[dict[str, Any]], bulk.Prepared | None]  # refusals, and the chunk to write
 
 
 @dataclass
@@ -41,8 +55,11 @@ def decide_history(
     commands: list[CommandBase], service: SenflowService
 ) -> list[NewEvent] | dict[str, Any]:
     """A new pupil's events from their commands, or why the history is refused."""
+    return _decide(commands, service.clock())
+
+
+def _decide(commands: list[CommandBase], now: datetime) -> list[NewEvent] | dict[str, Any]:
     state, events = PupilState(), []
-    now = service.clock()
     for n, command in enumerate(commands):
         original = None
         if isinstance(command.event_data, ev.RecordCorrected):
@@ -61,9 +78,32 @@ def decide_history(
     return events
 
 
+class _Builder:
+    """A chunk of pupils decided and built into rows: refusals, and the chunk to write."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.refused: list[dict[str, Any]] = []
+        self.chunk = bulk.Chunk()
+
+    def add(self, pupil: UUID, commands: list[CommandBase]) -> None:
+        decided = _decide(commands, self.clock())
+        if isinstance(decided, dict):
+            self.refused.append(decided)
+        else:
+            self.chunk.add(pupil, decided)
+
+    def finish(self) -> Built:
+        return self.refused, self.chunk.finish() if len(self.chunk) else None
+
+
 async def bulk_import(
-    service: SenflowService, commands: Iterable[CommandBase], batch_pupils: int = 500
+    service: SenflowService,
+    commands: Iterable[CommandBase],
+    batch_pupils: int = 500,
+    workers: int | None = None,
 ) -> ImportReport:
+    """Import new pupils' histories; ``workers`` processes build chunks (0: in process)."""
     by_pupil: dict[UUID, list[CommandBase]] = {}
     for c in commands:
         by_pupil.setdefault(c.pupil_id, []).append(c)
@@ -77,40 +117,47 @@ async def bulk_import(
                 list(by_pupil),
             )
         }
-    # Deciding, sealing and hashing are Python's work, COPY is the server's: a
-    # chunk is written while the next one is decided, and two chunks may be
-    # in flight (one sealing and hashing while the other's COPY runs).
+    new = [(pupil, history) for pupil, history in by_pupil.items() if pupil not in existing]
+    report.skipped_existing = len(by_pupil) - len(new)
+    chunks = [new[i : i + batch_pupils] for i in range(0, len(new), batch_pupils)]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        workers = 0  # commands are not picklable: workers must inherit them
+    built = (
+        _built_in_workers(chunks, service.clock, workers)
+        if workers and len(chunks) > 1
+        else _built_in_process(chunks, service.clock)
+    )
+
+    # Two chunks are written at once: one's statements run while the other's COPY does.
     gate = asyncio.Semaphore(2)
     writing: list[asyncio.Task[None]] = []
 
-    async def write(chunk: list[tuple[UUID, list[NewEvent]]]) -> None:
-        async with gate:
-            report.events += await store.import_new_streams(chunk)
-            report.pupils += len(chunk)
+    async def write(prepared: bulk.Prepared) -> None:
+        try:
+            written = await store.import_prepared(prepared)
+            # Counted after the await: `report.events += await ...` would read the
+            # count before it and lose the other write's events.
+            report.events += written
+            report.pupils += len(prepared.stream_ids)
+        finally:
+            gate.release()
 
-    ready: list[tuple[UUID, list[NewEvent]]] = []
     try:
-        for pupil, history in by_pupil.items():
-            if pupil in existing:
-                report.skipped_existing += 1
-                continue
-            decided = decide_history(history, service)
-            if isinstance(decided, dict):
-                report.refused.append(decided)
-                continue
-            ready.append((pupil, decided))
-            if len(ready) == batch_pupils:
-                writing.append(asyncio.create_task(write(ready)))
-                ready = []
-            await asyncio.sleep(0)  # let chunks in flight take their next step
-        if ready:
-            writing.append(asyncio.create_task(write(ready)))
+        async for refused, prepared in built:
+            report.refused += refused
+            if prepared is not None:
+                await gate.acquire()
+                writing.append(asyncio.create_task(write(prepared)))
         await asyncio.gather(*writing)
     except BaseException:
         for task in writing:
             task.cancel()
         await asyncio.gather(*writing, return_exceptions=True)
         raise
+    finally:
+        await built.aclose()
     log.info(
         "bulk_import",
         pupils=report.pupils,
@@ -119,3 +166,65 @@ async def bulk_import(
         skipped=report.skipped_existing,
     )
     return report
+
+
+async def _built_in_process(
+    chunks: list[list[History]], clock: Callable[[], datetime]
+) -> AsyncGenerator[Built, None]:
+    for chunk in chunks:
+        builder = _Builder(clock)
+        for n, (pupil, commands) in enumerate(chunk, start=1):
+            builder.add(pupil, commands)
+            if n % 4 == 0:
+                await asyncio.sleep(0)  # let the chunk being written be sent meanwhile
+        yield builder.finish()
+
+
+# --- worker processes ---------------------------------------------------------------------
+# Parsed commands are not picklable (and pickling them would cost what the
+# workers save), so workers are forked and inherit the chunks; a task names
+# its chunk by index and returns refusals and the chunk in COPY's format.
+
+_inherited: tuple[list[list[History]], Callable[[], datetime]] | None = None
+
+
+def _inherit(chunks: list[list[History]], clock: Callable[[], datetime]) -> None:
+    global _inherited
+    _inherited = (chunks, clock)
+
+
+def _build_inherited(index: int) -> Built:
+    assert _inherited is not None
+    chunks, clock = _inherited
+    builder = _Builder(clock)
+    for pupil, commands in chunks[index]:
+        builder.add(pupil, commands)
+    return builder.finish()
+
+
+async def _built_in_workers(
+    chunks: list[list[History]], clock: Callable[[], datetime], workers: int
+) -> AsyncGenerator[Built, None]:
+    """Built chunks in order, ``workers`` at a time, a few ahead of the writer (not all:
+    built chunks wait in memory)."""
+    pool = ProcessPoolExecutor(
+        min(workers, len(chunks)),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_inherit,
+        initargs=(chunks, clock),
+    )
+    try:
+        ahead: deque[Future[Built]] = deque()
+        upcoming = iter(range(len(chunks)))
+        for index in upcoming:
+            ahead.append(pool.submit(_build_inherited, index))
+            if len(ahead) == workers + 2:
+                break
+        while ahead:
+            built = await asyncio.wrap_future(ahead.popleft())
+            index = next(upcoming, None)
+            if index is not None:
+                ahead.append(pool.submit(_build_inherited, index))
+            yield built
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

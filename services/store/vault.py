@@ -30,19 +30,30 @@ def new_key() -> bytes:
     return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
 
 
-def _aad(stream_id: UUID, event_id: UUID) -> bytes:
+def _aad(stream_id: UUID | str, event_id: UUID | str) -> bytes:
     return f"{stream_id}:{event_id}".encode()
 
 
 def sealer(key: bytes, stream_id: UUID, event_id: UUID) -> Any:
-    aead, aad = AESGCM(key), _aad(stream_id, event_id)
+    return stream_sealer(key, stream_id)(event_id)
 
-    def seal(plain: Any) -> dict[str, str]:
-        nonce = os.urandom(_NONCE_BYTES)
-        blob = aead.encrypt(nonce, str(plain).encode(), aad)
-        return {SEALED_KEY: f"{_FORMAT}:{base64.b64encode(nonce + blob).decode()}"}
 
-    return seal
+def stream_sealer(key: bytes, stream_id: UUID | str) -> Any:
+    """``sealer`` for many events of one pupil: the cipher is set up once, not per event
+    (bulk import seals hundreds of thousands of events). Ids may come as text."""
+    aead = AESGCM(key)
+
+    def for_event(event_id: UUID | str) -> Any:
+        aad = _aad(stream_id, event_id)
+
+        def seal(plain: Any) -> dict[str, str]:
+            nonce = os.urandom(_NONCE_BYTES)
+            blob = aead.encrypt(nonce, str(plain).encode(), aad)
+            return {SEALED_KEY: f"{_FORMAT}:{base64.b64encode(nonce + blob).decode()}"}
+
+        return seal
+
+    return for_event
 
 
 def opener(key: bytes | None, stream_id: UUID, event_id: UUID) -> Any:
