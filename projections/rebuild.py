@@ -13,8 +13,9 @@ per-pupil versions tell it what is already applied.
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from uuid import UUID
@@ -22,6 +23,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Projection
 from senflow.projections.tables import ROW_COLUMNS, Current, apply_events, ensure_tables
 from senflow.services.store.eventstore import EventStore
@@ -56,6 +58,19 @@ def _no_cycle_collector() -> Iterator[None]:
             gc.enable()
 
 
+async def _pages(store: EventStore, batch: int) -> AsyncIterator[list[RecordedEvent]]:
+    """The whole log, page by page, each next page asked for before this one is folded,
+    so the database finds and sends it meanwhile (on another core)."""
+    ahead = asyncio.create_task(store.scan_withheld(0, batch))
+    try:
+        while events := await ahead:
+            ahead = asyncio.create_task(store.scan_withheld(events[-1].position, batch))
+            await asyncio.sleep(0)  # the task sends its query before the fold holds the loop
+            yield events
+    finally:
+        ahead.cancel()
+
+
 async def _fold_log(
     store: EventStore, projection: Projection, batch: int
 ) -> tuple[dict[UUID, Current], int, int]:
@@ -63,7 +78,7 @@ async def _fold_log(
     docs: dict[UUID, Current] = {}
     count = position = 0
     with _no_cycle_collector():
-        while events := await store.scan_withheld(position, batch):
+        async for events in _pages(store, batch):
             for e in events:
                 cur = docs.get(e.stream_id)
                 if cur is None:

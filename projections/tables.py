@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Doc, Projection
@@ -82,8 +83,18 @@ class Current:
             self.school_urn,
             self.version,
             self.position,
-            json.dumps(self.doc),
+            _json(self.doc),
         )
+
+
+def _json(doc: Doc) -> str:
+    """A document as JSON text for ``jsonb``: orjson, several times faster than ``json``
+    (a rebuild writes every document at once); ``json`` for the integers beyond 64 bits
+    orjson refuses. Keys are coerced to text as ``json`` does."""
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(doc)
 
 
 ROW_COLUMNS = ("stream_id", "trust_id", "school_urn", "version", "position", "doc")
