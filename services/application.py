@@ -166,10 +166,11 @@ class SenflowService:
 
     async def _handle(self, command: CommandBase) -> CommandResult:
         for attempt in range(_RETRIES):
-            earlier = await self.store.caused_by(command.command_id)
+            state, read, earlier = await self.states.load(
+                self.store, command.pupil_id, command.command_id
+            )
             if earlier:
                 return self._replayed(command, earlier)
-            state, read = await self.states.load(self.store, command.pupil_id)
             if command.expected_version is not None and command.expected_version != state.version:
                 raise ConcurrencyConflict(command.pupil_id, command.expected_version, state.version)
             original = None

@@ -16,6 +16,7 @@ database role is never used under another's), least recently used first out.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 from uuid import UUID
 
 from senflow.events.envelope import RecordedEvent
@@ -23,6 +24,12 @@ from senflow.services.store.eventstore import EventStore
 from senflow.services.workflow.state import PupilState, replay, resumable
 
 DEFAULT_CAPACITY = 2_000
+
+
+class Loaded(NamedTuple):
+    state: PupilState
+    read: list[RecordedEvent]  # the events folded onto the kept state (all, if none was kept)
+    caused: list[RecordedEvent]  # events the command (if one was named) already caused
 
 
 class PupilStates:
@@ -36,22 +43,26 @@ class PupilStates:
         return len(self._states)
 
     async def load(
-        self, store: EventStore, pupil_id: UUID
-    ) -> tuple[PupilState, list[RecordedEvent]]:
-        """The pupil's current state, and the events read to bring it up to date."""
+        self, store: EventStore, pupil_id: UUID, command_id: UUID | None = None
+    ) -> Loaded:
+        """The pupil's current state, the events read to bring it up to date and, given
+        a command id, the events that command already caused (one round trip)."""
         kept = self._states.get(pupil_id)
-        if kept is not None:
-            tail = await store.read_stream(pupil_id, from_version=kept.version + 1)
-            if resumable(kept, tail):
-                self.hits += 1
-                state = replay(tail, start=kept) if tail else kept
-                self.keep(pupil_id, state)
-                return state, tail
-        self.misses += 1
-        history = await store.read_stream(pupil_id)
-        state = replay(history)
+        after = kept.version if kept is not None else 0
+        if command_id is not None:
+            tail, caused = await store.read_for_command(pupil_id, after, command_id)
+        else:
+            tail, caused = await store.read_stream(pupil_id, from_version=after + 1), []
+        if kept is not None and resumable(kept, tail):
+            self.hits += 1
+            state = replay(tail, start=kept) if tail else kept
+        else:
+            self.misses += 1
+            if kept is not None:  # the tail alone will not do: read the whole stream
+                tail = await store.read_stream(pupil_id)
+            state = replay(tail)
         self.keep(pupil_id, state)
-        return state, history
+        return Loaded(state, tail, caused)
 
     def keep(self, pupil_id: UUID, state: PupilState) -> None:
         """Remember ``state`` (the store's, up to its version) unless a later one is kept."""

@@ -210,7 +210,7 @@ async def _within_scope(
     pool: TrustPool, caller: Principal, command: CommandBase, states: PupilStates
 ) -> None:
     """404 unless the pupil is within the token's scope; registration must target it."""
-    state, _ = await states.load(EventStore(pool), command.pupil_id)  # type: ignore[arg-type]
+    state = (await states.load(EventStore(pool), command.pupil_id)).state  # type: ignore[arg-type]
     stored = state.version > 0
     scope = caller.scope
     if command.name == "register_pupil":

@@ -442,6 +442,31 @@ class EventStore:
             )
         return int(version or 0)
 
+    async def read_for_command(
+        self, stream_id: UUID, after_version: int, command_id: UUID
+    ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        """What a command needs, in one round trip: the stream's events after
+        ``after_version`` (decrypted), and the events ``command_id`` already caused,
+        in any stream (a retry's, to be answered as it was the first time)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT position, {_COLUMNS}, k.key
+                      FROM events e LEFT JOIN vault_keys k USING (stream_id)
+                     WHERE (e.stream_id = $1 AND e.version > $2) OR e.causation_id = $3
+                     ORDER BY e.position""",
+                stream_id,
+                after_version,
+                command_id,
+            )
+        tail, caused = [], []
+        for r in rows:
+            event = _to_recorded(r, r["key"])
+            if r["causation_id"] == command_id:
+                caused.append(event)
+            if r["stream_id"] == stream_id and r["version"] > after_version:
+                tail.append(event)
+        return tail, caused
+
     async def caused_by(self, causation_id: UUID) -> list[RecordedEvent]:
         """The events a command (by its id) already recorded: how retries are recognised."""
         async with self.pool.acquire() as conn:

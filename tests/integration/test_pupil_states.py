@@ -27,7 +27,7 @@ async def test_commands_fold_from_the_kept_state_and_it_equals_a_whole_replay(st
     for raw in story(pupil, upn(4101)):
         assert (await svc.handle(parse_command(raw))).accepted
     assert states.misses == 1 and states.hits == len(story(pupil)) - 1  # one whole read only
-    kept, tail = await states.load(store, pupil)
+    kept, tail, _ = await states.load(store, pupil)
     assert tail == [] and kept == await _whole(store, pupil)
 
 
@@ -41,8 +41,8 @@ async def test_another_writers_events_are_read_and_folded(store):
         svc = a if i % 3 else b  # interleaved: each misses some of the other's events
         assert (await svc.handle(parse_command(raw))).accepted, raw["command"]
     whole = await _whole(store, pupil)
-    assert (await ours.load(store, pupil))[0] == whole
-    assert (await theirs.load(store, pupil))[0] == whole
+    assert (await ours.load(store, pupil)).state == whole
+    assert (await theirs.load(store, pupil)).state == whole
 
 
 async def test_a_correction_of_an_event_already_folded_means_a_whole_replay(store):
@@ -67,7 +67,7 @@ async def test_a_correction_of_an_event_already_folded_means_a_whole_replay(stor
     }
     assert (await other.handle(parse_command(fix))).accepted
     misses = states.misses
-    state, _ = await states.load(store, pupil)
+    state = (await states.load(store, pupil)).state
     assert states.misses == misses + 1  # not folded onto the kept state
     assert state == await _whole(store, pupil)
 
@@ -81,7 +81,7 @@ async def test_an_erasure_elsewhere_drops_the_kept_state(store):
         pupil, "parent's request", SYSTEM_ACTOR
     )
     misses = states.misses
-    state, _ = await states.load(store, pupil)
+    state = (await states.load(store, pupil)).state
     assert states.misses == misses + 1 and state.erased
     assert state == await _whole(store, pupil)
 
@@ -95,3 +95,16 @@ async def test_the_least_recently_used_state_goes_first(store):
     assert len(states) == 2
     await states.load(store, pupils[0])  # the first was dropped: read whole again
     assert states.misses == 3 + 1
+
+
+async def test_a_command_id_already_used_for_another_pupil_is_found_in_the_same_read(store):
+    svc = SenflowService(store, states=PupilStates())
+    a, b = uuid.uuid4(), uuid.uuid4()
+    first_a, first_b = story(a, upn(4110))[0], story(b, upn(4111))[0]
+    assert (await svc.handle(parse_command(first_a))).accepted
+    assert (await svc.handle(parse_command(first_b))).accepted
+    used_for_a = (await store.read_stream(a))[0].causation_id
+    reused = dict(story(b, upn(4111))[1], command_id=str(used_for_a))
+    with pytest.raises(ValueError, match="another pupil"):
+        await svc.handle(parse_command(reused))
+    assert await store.stream_version(b) == 1
