@@ -99,6 +99,17 @@ def envelope_part(doc: Doc | None, event: RecordedEvent) -> Doc:
     }
 
 
+def names_school(facts: list[Doc]) -> bool:
+    """Whether the fact log says which school the pupil is at (registered, or transferred).
+
+    Then the school derived from the log never falls back to the event's, so the
+    fields derived from an unchanged log are exactly those the document holds, and
+    ``evolve`` can keep them instead of deriving them again from the whole log (most
+    events leave a projection's fact log as it was).
+    """
+    return any(f["type"] in ("pupil_registered", "pupil_transferred") for f in facts)
+
+
 def replace_fact(facts: list[Doc], target_id: str, fields: Doc, correction_id: str) -> list[Doc]:
     """The fact log with the content of ``target_id`` replaced (its id, day and school kept)."""
     out: list[Doc] = []

@@ -17,7 +17,7 @@ from senflow.events import catalogue as ev
 from senflow.events.envelope import RecordedEvent
 from senflow.projections import register
 from senflow.projections.base import Doc, Projection
-from senflow.projections.common import already_applied, envelope_part, with_fact
+from senflow.projections.common import already_applied, envelope_part, names_school, with_fact
 from senflow.services.workflow.calendar import (
     academic_year_label,
     academic_year_start,
@@ -59,8 +59,12 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     if already_applied(doc, event):
         assert doc is not None
         return doc
-    facts = with_fact(list(doc["facts"]) if doc else [], event, _fields)
-    school = register.derive(facts)["school_urn"] or event.tenant.school_urn
+    kept: list[Doc] = list(doc["facts"]) if doc else []
+    facts = with_fact(kept, event, _fields)
+    if doc is not None and facts is kept and names_school(facts):
+        school = doc["school_urn"]  # what deriving the same facts again would give
+    else:
+        school = register.derive(facts)["school_urn"] or event.tenant.school_urn
     return {**envelope_part(doc, event), "school_urn": school, "facts": facts}
 
 

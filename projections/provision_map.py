@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from senflow.events import catalogue as ev
@@ -41,6 +42,7 @@ from senflow.projections.common import (
     envelope_part,
     iso,
     measure_doc,
+    names_school,
     need_of_rank,
     needs_doc,
     replace_fact,
@@ -130,12 +132,17 @@ def _fields(data: ev.EventData) -> Doc | None:
 
 
 def _with_session_totals(intervention: Doc, log: dict[str, list[Any]] | None) -> Doc:
-    entries = list((log or {}).values())
-    return {
-        **intervention,
-        "sessions": sum(1 for _minutes, attended in entries if attended),
-        "minutes_delivered": sum(int(minutes) for minutes, _attended in entries),
-    }
+    sessions = minutes_delivered = 0
+    for minutes, attended in (log or {}).values():
+        sessions += 1 if attended else 0
+        minutes_delivered += int(minutes)
+    return {**intervention, "sessions": sessions, "minutes_delivered": minutes_delivered}
+
+
+@lru_cache(maxsize=4096)
+def _year_group_on(recorded: str | None, recorded_on: str | None, day: str) -> str | None:
+    # derive asks again for every intervention after each event; the answers repeat.
+    return year_group_on(recorded, recorded_on, date.fromisoformat(day))
 
 
 def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Doc:
@@ -179,9 +186,7 @@ def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Do
                     "provision_id": fact["provision_id"],
                     "name": line["name"] if line else fact["provision_id"],
                     "school_urn": school_urn or fact["school_urn"],
-                    "year_group": year_group_on(
-                        year_group, year_group_recorded_on, date.fromisoformat(day)
-                    ),
+                    "year_group": _year_group_on(year_group, year_group_recorded_on, day),
                     "primary_need": need_of_rank(needs, 1),
                     "started_on": day,
                     "ended_on": None,
@@ -286,6 +291,8 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
                 facts = replace_fact(
                     facts, str(data.corrects_event_id), fields, correction_id=str(event.event_id)
                 )
+            elif doc is not None and names_school(facts):
+                derived = {k: doc[k] for k in _DERIVED}  # nothing the map derives from changed
         case _:
             fields = _fields(data)
             if fields is not None:
@@ -298,6 +305,8 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
                         **fields,
                     }
                 )
+            elif doc is not None and names_school(facts):
+                derived = {k: doc[k] for k in _DERIVED}  # nothing the map derives from changed
     if derived is None:
         derived = derive(facts, sessions)
     if derived["school_urn"] is None:

@@ -42,6 +42,7 @@ from senflow.projections.common import (
     already_applied,
     envelope_part,
     iso,
+    names_school,
     need_of_rank,
     needs_doc,
     with_fact,
@@ -240,16 +241,22 @@ def derive(facts: list[Doc], until: date | None = None) -> Doc:
 
 # --- evolve ----------------------------------------------------------------------------------
 
+_DERIVED = tuple(derive([]))  # the fields derive gives
+
 
 def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     if already_applied(doc, event):
         assert doc is not None
         return doc
-    facts = with_fact(list(doc["facts"]) if doc else [], event, _fields)
+    kept: list[Doc] = list(doc["facts"]) if doc else []
+    facts = with_fact(kept, event, _fields)
     data = event.data
-    derived = derive(facts)
-    if derived["school_urn"] is None:
-        derived["school_urn"] = event.tenant.school_urn
+    if doc is not None and facts is kept and names_school(facts):
+        derived = {k: doc[k] for k in _DERIVED}  # derive(facts) again would give the same
+    else:
+        derived = derive(facts)
+        if derived["school_urn"] is None:
+            derived["school_urn"] = event.tenant.school_urn
     return {
         **envelope_part(doc, event),
         **derived,
