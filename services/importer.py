@@ -17,6 +17,7 @@ already built, one transaction each.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -24,6 +25,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -59,7 +61,7 @@ def decide_history(
 
 
 def _decide(commands: list[CommandBase], now: datetime) -> list[NewEvent] | dict[str, Any]:
-    state, events = PupilState(), []
+    state, events = PupilState(), list[NewEvent]()
     for n, command in enumerate(commands):
         original = None
         if isinstance(command.event_data, ev.RecordCorrected):
@@ -191,6 +193,9 @@ _inherited: tuple[list[list[History]], Callable[[], datetime]] | None = None
 def _inherit(chunks: list[list[History]], clock: Callable[[], datetime]) -> None:
     global _inherited
     _inherited = (chunks, clock)
+    # The garbage collector would walk (and so copy, page by page) the whole heap
+    # inherited from the parent; what was inherited is never garbage here.
+    gc.freeze()
 
 
 def _build_inherited(index: int) -> Built:
@@ -214,17 +219,13 @@ async def _built_in_workers(
         initargs=(chunks, clock),
     )
     try:
-        ahead: deque[Future[Built]] = deque()
         upcoming = iter(range(len(chunks)))
-        for index in upcoming:
-            ahead.append(pool.submit(_build_inherited, index))
-            if len(ahead) == workers + 2:
-                break
+        ahead: deque[Future[Built]] = deque(
+            pool.submit(_build_inherited, i) for i in islice(upcoming, workers + 2)
+        )
         while ahead:
             built = await asyncio.wrap_future(ahead.popleft())
-            index = next(upcoming, None)
-            if index is not None:
-                ahead.append(pool.submit(_build_inherited, index))
+            ahead.extend(pool.submit(_build_inherited, i) for i in islice(upcoming, 1))
             yield built
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

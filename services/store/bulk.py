@@ -10,6 +10,7 @@ slowly). The store writes it with ``EventStore.import_prepared``.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,30 +89,39 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _LENGTH = struct.Struct(">i")
-_ROW_START = struct.Struct(">hi16si16sii")  # 16 fields; event_id, stream_id, version
-_INT2 = struct.Struct(">ih")
-_TIMESTAMP = struct.Struct(">iq")  # microseconds since 2000-01-01 UTC
 _UUID = struct.Struct(">i16s")
+_ROW_START = struct.Struct(">hi16s")  # 16 fields, then the event id
+_VERSION = struct.Struct(">ii")
+_SCHEMA_AND_MOMENT = struct.Struct(">ihiq")  # int2, then microseconds since 2000-01-01 UTC
+_MOMENT = struct.Struct(">iq")
 _JSONB = struct.Struct(">ib")  # then the JSON text; 1 is jsonb's binary format version
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _moment(value: datetime) -> bytes:
-    return _TIMESTAMP.pack(8, (value - _PG_EPOCH) // _MICROSECOND)
+def _micros(value: datetime) -> int:
+    return (value - _PG_EPOCH) // _MICROSECOND
 
 
-def _bytea(value: bytes | None) -> bytes:
-    return _NULL if value is None else _LENGTH.pack(len(value)) + value
+@functools.lru_cache(maxsize=4096)
+def _moment(value: datetime, fold: int) -> int:
+    """``_micros`` remembered, as ``rows.moment_text`` (and keyed by fold for the same reason)."""
+    return _micros(value)
 
 
 class _CopyWriter:
-    """Rows as ``StreamRows.row`` gives them, in the ``events`` table's column types."""
+    """Rows as ``StreamRows.row`` gives them, in the ``events`` table's column types.
+
+    Per row this is Python's own work, so what repeats is encoded once: the
+    stream id (rows come stream by stream), the moment recorded (one per
+    chunk), and the few types, actors and tenants.
+    """
 
     def __init__(self, recorded_at: datetime) -> None:
         self._parts = [_HEADER]
-        self._recorded = _moment(recorded_at)
-        self._texts: dict[str, bytes] = {}  # types, actors, tenants repeat: encoded once
+        self._recorded = _MOMENT.pack(8, _micros(recorded_at))
+        self._texts: dict[str, bytes] = {}
+        self._stream: tuple[UUID | None, bytes] = (None, b"")
         self.rows = 0
 
     def _text(self, value: str) -> bytes:
@@ -125,24 +135,34 @@ class _CopyWriter:
         (event_id, stream_id, version, event_type, schema_version, occurred_at, _recorded,
          actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data,
          prev_hash, digest) = row  # fmt: skip
+        if stream_id is not self._stream[0]:
+            self._stream = (stream_id, _UUID.pack(16, stream_id.bytes))
+        correlation = _UUID.pack(16, correlation_id.bytes)
+        if causation_id is None:
+            causation = _NULL
+        elif causation_id == correlation_id:  # a command's own events: the usual case
+            causation = correlation
+        else:
+            causation = _UUID.pack(16, causation_id.bytes)
         data = data.encode()
         text = self._text
         self._parts += (
-            _ROW_START.pack(16, 16, event_id.bytes, 16, stream_id.bytes, 4, version),
+            _ROW_START.pack(16, 16, event_id.bytes),
+            self._stream[1],
+            _VERSION.pack(4, version),
             text(event_type),
-            _INT2.pack(2, schema_version),
-            _moment(occurred_at),
+            _SCHEMA_AND_MOMENT.pack(2, schema_version, 8, _moment(occurred_at, occurred_at.fold)),
             self._recorded,
             text(actor_id),
             text(actor_role),
             text(trust_id),
             text(school_urn),
-            _UUID.pack(16, correlation_id.bytes),
-            _NULL if causation_id is None else _UUID.pack(16, causation_id.bytes),
+            correlation,
+            causation,
             _JSONB.pack(len(data) + 1, 1),
             data,
-            _bytea(prev_hash),
-            _bytea(digest),
+            _NULL if prev_hash is None else _LENGTH.pack(len(prev_hash)) + prev_hash,
+            _LENGTH.pack(len(digest)) + digest,
         )
         self.rows += 1
 
