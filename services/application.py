@@ -19,7 +19,7 @@ from uuid import UUID, uuid5
 import structlog
 
 from senflow.events import catalogue as ev
-from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant
+from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant, trusted
 from senflow.events.personal import Redacted
 from senflow.services.metrics import EVENTS_APPENDED, REJECTIONS
 from senflow.services.pupil_states import PupilStates
@@ -62,15 +62,20 @@ def envelop(command: CommandBase, state: PupilState, outcome: Accepted) -> list[
     assert tenant is not None
     events = []
     for i, data in enumerate(outcome.events):
+        # Every part is already a validated value (the command was parsed, the data
+        # decided), so the envelope is put together without validating them again.
         events.append(
-            NewEvent(
-                event_id=event_id_for(command.command_id, i),
-                data=data,
-                occurred_at=command.occurred_at,
-                actor=command.actor,
-                tenant=tenant,
-                correlation_id=command.correlation_id or command.command_id,
-                causation_id=command.command_id,
+            trusted(
+                NewEvent,
+                {
+                    "event_id": event_id_for(command.command_id, i),
+                    "data": data,
+                    "occurred_at": command.occurred_at,
+                    "actor": command.actor,
+                    "tenant": tenant,
+                    "correlation_id": command.correlation_id or command.command_id,
+                    "causation_id": command.command_id,
+                },
             )
         )
         if isinstance(data, ev.PupilTransferred):
