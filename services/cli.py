@@ -270,6 +270,10 @@ def supervise(
 @app.command()
 def rebuild(
     projection: Annotated[str, typer.Argument(help="register | provision-map | audit")],
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Processes folding the log (default: one per CPU)"),
+    ] = None,
 ) -> None:
     """Rebuild a projection from the store into fresh tables and swap them in atomically."""
     _check_projection(projection)
@@ -279,7 +283,9 @@ def rebuild(
         from senflow.projections.rebuild import rebuild as run_rebuild
 
         async with bootstrap.pool(settings) as pool:
-            return await run_rebuild(pool, EventStore(pool), PROJECTIONS[projection])
+            return await run_rebuild(
+                pool, EventStore(pool), PROJECTIONS[projection], workers=workers
+            )
 
     result = _run(go)
     _print({"projection": projection, **vars(result)})

@@ -1,15 +1,17 @@
-"""A rebuild (whole log folded in memory, one COPY) writes what applying the log batch by
-batch writes, as the live consumers do; and the whole-log reader decodes what read_all does."""
+"""A rebuild (whole log folded in memory, one COPY; in one process or split by pupil across
+worker processes) writes what applying the log batch by batch writes, as the live consumers
+do; and the whole-log reader decodes what read_all does."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import pytest
 
 from senflow.events import catalogue as ev
 from senflow.projections.catalogue import PROJECTIONS
-from senflow.projections.rebuild import rebuild
+from senflow.projections.rebuild import _shares, rebuild
 from senflow.projections.tables import apply_events, ensure_tables
 from senflow.services.application import SenflowService
 from senflow.services.store.eventstore import EventStore
@@ -81,18 +83,49 @@ async def _batch_by_batch(pool, store: EventStore, projection, schema: str) -> N
             position = events[-1].position
 
 
+COLUMNS = "stream_id, trust_id, school_urn, version, position, doc"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("name", sorted(PROJECTIONS))
-async def test_a_rebuild_writes_what_applying_the_log_writes(store: EventStore, pool, name):
+async def test_a_rebuild_writes_what_applying_the_log_writes(
+    store: EventStore, pool, name, workers
+):
     await _record_stories(store)
+    await _record_stories(store)  # more pupils, so each worker's share likely holds some
     projection = PROJECTIONS[name]
     await _batch_by_batch(pool, store, projection, "check_applied")
-    result = await rebuild(pool, store, projection, swap=False, target="check_rebuilt")
-    columns = "stream_id, trust_id, school_urn, version, position, doc"
+    # Small pages: a worker's page ends inside a pupil's events as well as between pupils.
+    result = await rebuild(
+        pool, store, projection, swap=False, target="check_rebuilt", batch=7, workers=workers
+    )
     async with pool.acquire() as conn:
-        applied = await conn.fetch(f"SELECT {columns} FROM check_applied.docs ORDER BY 1")
-        rebuilt = await conn.fetch(f"SELECT {columns} FROM check_rebuilt.docs ORDER BY 1")
+        applied = await conn.fetch(f"SELECT {COLUMNS} FROM check_applied.docs ORDER BY 1")
+        rebuilt = await conn.fetch(f"SELECT {COLUMNS} FROM check_rebuilt.docs ORDER BY 1")
         events = await conn.fetchval("SELECT count(*) FROM events")
         await conn.execute("DROP SCHEMA check_applied CASCADE")
         await conn.execute("DROP SCHEMA check_rebuilt CASCADE")
     assert result.events == events and result.pupils == len(applied) > 0
     assert [tuple(r) for r in rebuilt] == [tuple(r) for r in applied]
+
+
+async def test_a_rebuild_in_workers_swaps_in_what_one_process_writes(store: EventStore, pool):
+    await _record_stories(store)
+    projection = PROJECTIONS["register"]
+    tables = []
+    for workers in (1, 2):
+        result = await rebuild(pool, store, projection, workers=workers)
+        assert result.swapped
+        async with pool.acquire() as conn:
+            tables.append(await conn.fetch(f"SELECT {COLUMNS} FROM {projection.schema}.docs"))
+    one, two = ({tuple(r) for r in rows} for rows in tables)
+    assert one == two and len(one) == result.pupils > 0
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_the_shares_cover_every_stream_id_once(workers):
+    shares = _shares(workers)
+    assert shares[0][0] == uuid.UUID(int=0)
+    assert shares[-1][1] == uuid.UUID(int=(1 << 128) - 1)
+    for (_, last), (first, _) in itertools.pairwise(shares):
+        assert first.int == last.int + 1
