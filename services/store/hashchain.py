@@ -50,13 +50,28 @@ def _reference(data: Any) -> bytes:
     ).encode()
 
 
+def _fast(data: Any) -> bytes | None:
+    try:
+        encoded = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits
+        return None
+    return None if _NOT_PLAIN.search(encoded) else encoded
+
+
 def encode_data(data: dict[str, Any]) -> bytes:
     """An event's data as canonical JSON."""
-    try:
-        fast = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # an integer beyond 64 bits
-        return _reference(data)
-    return _reference(data) if _NOT_PLAIN.search(fast) else fast
+    fast = _fast(data)
+    if fast is not None:
+        return fast
+    # Most floats in events are whole numbers (a score of 87.0), which the canonical
+    # form writes as integers: once normalised, orjson can usually write them after all.
+    normalised = _normalise(data)
+    fast = _fast(normalised)
+    if fast is not None:
+        return fast
+    return json.dumps(
+        normalised, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
 
 
 def decode_stored(text: str) -> bytes:

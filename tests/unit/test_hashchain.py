@@ -70,7 +70,7 @@ def test_data_read_back_as_jsonb_text_encodes_as_written(data: dict[str, object]
 
 
 def test_numbers_the_fast_encoder_would_write_differently_take_the_reference() -> None:
-    for data in ({"x": 1e-7}, {"x": 2**70}, {"x": 1e23}, {"x": [0.5, -3.25e40]}):
+    for data in ({"x": 1e-7}, {"x": 2**70}, {"x": 1e23}, {"x": [0.5, -3.25e40]}, {"x": 87.0}):
         assert hashchain.encode_data(data) == hashchain._reference(data)
     # 1e23 is stored as the integer it denotes and hashes the same when read back
     assert hashchain.decode_stored('{"x": 100000000000000000000000}') == hashchain.encode_data(
