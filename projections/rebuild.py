@@ -34,7 +34,7 @@ import structlog
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Projection
 from senflow.projections.tables import ROW_COLUMNS, Current, apply_events, ensure_tables
-from senflow.services.store.eventstore import _SCAN, EventStore, _WithheldDecoder
+from senflow.services.store.eventstore import _SCAN, EventStore, _Decoder
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,7 @@ async def _share_pages(
 
     async def page(after: tuple[UUID, int]) -> list[RecordedEvent]:
         rows = await conn.fetch(_SHARE_PAGE, *after, last, up_to, batch)
-        return _WithheldDecoder().decode(rows)
+        return _Decoder(withhold=True).decode(rows)
 
     ahead = asyncio.create_task(page((first, 0)))  # versions start at 1
     try:

@@ -58,21 +58,30 @@ def stream_sealer(key: bytes, stream_id: UUID | str) -> Any:
 
 def opener(key: bytes | None, stream_id: UUID, event_id: UUID) -> Any:
     """An ``open`` for pydantic's context: plaintext, or Redacted once the key is gone."""
+    return stream_opener(key, stream_id)(event_id)
+
+
+def stream_opener(key: bytes | None, stream_id: UUID) -> Any:
+    """``opener`` for many events of one pupil, the cipher set up once."""
     if key is None:
-        return lambda _token: Redacted.model_construct()
-    aead, aad = AESGCM(key), _aad(stream_id, event_id)
+        return lambda _event_id: lambda _token: Redacted.model_construct()
+    aead = AESGCM(key)
 
-    def open_(token: dict[str, str]) -> Any:
-        fmt, _, payload = token[SEALED_KEY].partition(":")
-        if fmt != _FORMAT:
-            raise VaultError(f"unknown sealed format {fmt!r}")
-        raw = base64.b64decode(payload)
-        try:
-            return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad).decode()
-        except InvalidTag as exc:
-            raise VaultError(f"sealed value of event {event_id} does not open") from exc
+    def for_event(event_id: UUID) -> Any:
+        def open_(token: dict[str, str]) -> Any:
+            fmt, _, payload = token[SEALED_KEY].partition(":")
+            if fmt != _FORMAT:
+                raise VaultError(f"unknown sealed format {fmt!r}")
+            raw = base64.b64decode(payload)
+            try:
+                aad = _aad(stream_id, event_id)
+                return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad).decode()
+            except InvalidTag as exc:
+                raise VaultError(f"sealed value of event {event_id} does not open") from exc
 
-    return open_
+        return open_
+
+    return for_event
 
 
 def withheld(_token: dict[str, str]) -> Redacted:

@@ -6,20 +6,42 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
+import pytest_asyncio
 
 from senflow.events import catalogue as ev
 from senflow.projections.catalogue import PROJECTIONS
 from senflow.projections.rebuild import _shares, rebuild
 from senflow.projections.tables import apply_events, ensure_tables
 from senflow.services.application import SenflowService
+from senflow.services.store.db import create_pool, database_name, with_database
 from senflow.services.store.eventstore import EventStore
+from senflow.services.store.migrate import migrate
 from senflow.services.workflow.commands import parse_command
+from tests.conftest import BASE_URL
 from tests.integration.helpers import new_event, upn
 from tests.integration.story import story
 
 pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A database of this module's own: these tests fold the whole log and compare, so
+    they must not see what other tests leave (some tamper with rows on purpose)."""
+    url = f"{database_url}_rebuild"
+    await migrate(url)
+    p = await create_pool(url, min_size=2, max_size=10)
+    yield p
+    await p.close()
+    admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def _record_stories(store: EventStore) -> None:
