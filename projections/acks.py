@@ -29,10 +29,25 @@ class Delivery(Protocol):
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
 
 
+# Settled tags kept above a gap before a channel gives up acking in runs: a tag that
+# never settles (a delivery dropped before it reached the handler) would otherwise hold
+# every later tag here for the channel's life. Giving up means acking one by one from
+# then on; the unsettled delivery is redelivered when the channel closes.
+GAP_LIMIT = 10_000
+
+
 @dataclass
 class _Channel:
     acked: int = 0  # every tag up to here is settled
     settled: set[int] = field(default_factory=set)  # settled tags above ``acked``
+    runs: bool = True  # False once a gap has lasted too long: ack one by one
+
+
+def _channel(delivery: Delivery) -> Any | None:
+    try:
+        return delivery.channel
+    except Exception:  # aio-pika raises once the channel is closed: the broker redelivers
+        return None
 
 
 class Acknowledger:
@@ -51,30 +66,59 @@ class Acknowledger:
         return known[1]
 
     async def ack(self, deliveries: Iterable[Delivery]) -> None:
-        """Acknowledge these (processed and committed) deliveries."""
-        by_channel: dict[int, list[Delivery]] = {}
+        """Acknowledge these (processed and committed) deliveries.
+
+        Deliveries of a channel that has closed since are skipped: the broker has
+        already put them back, and the versions in the documents make them duplicates.
+        """
+        by_channel: dict[int, tuple[Any, list[Delivery]]] = {}
         for d in deliveries:
-            by_channel.setdefault(id(d.channel), []).append(d)
-        for group in by_channel.values():
-            state = self._state(group[0].channel)
-            tags = {int(d.delivery_tag or 0): d for d in group}
-            state.settled.update(tags)
-            top = self._advance(state)
-            run = [t for t in tags if t <= top]
-            if run:
-                await tags[max(run)].ack(multiple=True)
-                self.frames += 1
-            for t in sorted(t for t in tags if t > top):  # beyond a gap: one by one
+            channel = _channel(d)
+            if channel is not None:
+                by_channel.setdefault(id(channel), (channel, []))[1].append(d)
+        failure: Exception | None = None
+        for channel, group in by_channel.values():
+            try:  # one channel's trouble must not keep another's deliveries unacked
+                await self._ack_on(self._state(channel), group)
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+
+    async def _ack_on(self, state: _Channel, group: list[Delivery]) -> None:
+        tags = {int(d.delivery_tag or 0): d for d in group}
+        if not state.runs:
+            for t in sorted(tags):
                 await tags[t].ack()
                 self.frames += 1
+            return
+        top = state.acked
+        while top + 1 in tags or top + 1 in state.settled:
+            top += 1
+        run = [t for t in tags if t <= top]
+        if run:
+            await tags[max(run)].ack(multiple=True)
+            self.frames += 1
+        for t in sorted(t for t in tags if t > top):  # beyond a gap: one by one
+            await tags[t].ack()
+            self.frames += 1
+        # Settled only now that their frames are written.
+        state.settled.update(tags)
+        self._advance(state)
+        if len(state.settled) > GAP_LIMIT:
+            state.runs, state.settled = False, set()
 
     async def nack(self, delivery: Delivery) -> None:
         """Return a delivery to its queue (the delivery limit dead-letters a poison one)."""
-        state = self._state(delivery.channel)
+        channel = _channel(delivery)
+        if channel is None:
+            return  # its channel closed: the broker has put it back already
         await delivery.nack(requeue=True)
         self.frames += 1
-        state.settled.add(int(delivery.delivery_tag or 0))
-        self._advance(state)
+        state = self._state(channel)
+        if state.runs:
+            state.settled.add(int(delivery.delivery_tag or 0))
+            self._advance(state)
 
     @staticmethod
     def _advance(state: _Channel) -> int:

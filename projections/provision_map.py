@@ -240,15 +240,17 @@ def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Do
 
 # --- evolve ----------------------------------------------------------------------------------
 
-_DERIVED = (
-    "school_urn",
-    "year_group",
-    "year_group_recorded_on",
-    "primary_need",
-    "secondary_need",
-    "plans",
-    "interventions",
-    "outcome_ratings",
+_DERIVED = frozenset(
+    {
+        "school_urn",
+        "year_group",
+        "year_group_recorded_on",
+        "primary_need",
+        "secondary_need",
+        "plans",
+        "interventions",
+        "outcome_ratings",
+    }
 )
 
 
@@ -272,7 +274,7 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
             sessions = _log_session(
                 sessions, iid, str(event.event_id), data.minutes, bool(data.attended)
             )
-            if doc is not None:
+            if doc is not None and doc.keys() >= _DERIVED:
                 derived = {k: doc[k] for k in _DERIVED}
                 if iid in doc["interventions"]:
                     derived["interventions"] = {
@@ -291,7 +293,7 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
                 facts = replace_fact(
                     facts, str(data.corrects_event_id), fields, correction_id=str(event.event_id)
                 )
-            elif doc is not None and names_school(facts):
+            elif doc is not None and names_school(facts) and doc.keys() >= _DERIVED:
                 derived = {k: doc[k] for k in _DERIVED}  # nothing the map derives from changed
         case _:
             fields = _fields(data)
@@ -305,7 +307,7 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
                         **fields,
                     }
                 )
-            elif doc is not None and names_school(facts):
+            elif doc is not None and names_school(facts) and doc.keys() >= _DERIVED:
                 derived = {k: doc[k] for k in _DERIVED}  # nothing the map derives from changed
     if derived is None:
         derived = derive(facts, sessions)

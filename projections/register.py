@@ -241,7 +241,7 @@ def derive(facts: list[Doc], until: date | None = None) -> Doc:
 
 # --- evolve ----------------------------------------------------------------------------------
 
-_DERIVED = tuple(derive([]))  # the fields derive gives
+_DERIVED = frozenset(derive([]))  # the fields derive gives
 
 
 def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
@@ -251,8 +251,9 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     kept: list[Doc] = list(doc["facts"]) if doc else []
     facts = with_fact(kept, event, _fields)
     data = event.data
-    if doc is not None and facts is kept and names_school(facts):
-        derived = {k: doc[k] for k in _DERIVED}  # derive(facts) again would give the same
+    if doc is not None and facts is kept and names_school(facts) and doc.keys() >= _DERIVED:
+        # derive(facts) again would give the same (unless the document predates a field)
+        derived = {k: doc[k] for k in _DERIVED}
     else:
         derived = derive(facts)
         if derived["school_urn"] is None:

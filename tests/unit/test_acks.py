@@ -20,6 +20,7 @@ class Channel:
     is_closed: bool = False
 
     def settle(self, verb: str, tag: int, multiple: bool) -> None:
+        assert not self.is_closed
         assert tag in self.outstanding, f"{verb} of tag {tag}, which is not outstanding"
         self.sent.append((verb, tag, multiple))
         done = {t for t in self.outstanding if t <= tag} if multiple else {tag}
@@ -28,14 +29,20 @@ class Channel:
 
 @dataclass
 class FakeDelivery:
-    channel: Channel
+    _channel: Channel
     delivery_tag: int
 
+    @property
+    def channel(self) -> Channel:
+        if self._channel.is_closed:  # as aio-pika does
+            raise RuntimeError("channel closed")
+        return self._channel
+
     async def ack(self, multiple: bool = False) -> None:
-        self.channel.settle("ack", self.delivery_tag, multiple)
+        self._channel.settle("ack", self.delivery_tag, multiple)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
-        self.channel.settle("nack", self.delivery_tag, multiple)
+        self._channel.settle("nack", self.delivery_tag, multiple)
 
 
 def deliver(channel: Channel, tags: range) -> dict[int, FakeDelivery]:
@@ -79,3 +86,24 @@ async def test_channels_are_counted_apart_and_a_new_channel_starts_again() -> No
     dc = deliver(c, range(1, 3))
     await acks.ack(dc.values())
     assert c.sent == [("ack", 2, True)]
+
+
+async def test_deliveries_of_a_closed_channel_do_not_hold_back_the_new_channels() -> None:
+    old, new, acks = Channel(), Channel(), Acknowledger()
+    before, after = deliver(old, range(1, 3)), deliver(new, range(1, 3))
+    old.is_closed = True  # the broker put its deliveries back; they come again on `new`
+    await acks.ack([before[1], after[1], before[2], after[2]])
+    assert new.sent == [("ack", 2, True)] and not new.outstanding and old.sent == []
+
+
+async def test_a_gap_that_never_closes_turns_to_acks_one_by_one(monkeypatch) -> None:
+    from senflow.projections import acks as module
+
+    monkeypatch.setattr(module, "GAP_LIMIT", 5)
+    ch, acks = Channel(), Acknowledger()
+    d = deliver(ch, range(1, 21))  # tag 1 never reaches the handler
+    for t in range(2, 21):
+        await acks.ack([d[t]])
+    assert ch.outstanding == {1}  # never acked by a run passing over it
+    assert all(not multiple for _, _, multiple in ch.sent)
+    assert len(acks._channels[id(ch)][1].settled) == 0  # nothing piles up
