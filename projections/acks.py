@@ -108,12 +108,13 @@ class Acknowledger:
         if len(state.settled) > GAP_LIMIT:
             state.runs, state.settled = False, set()
 
-    async def nack(self, delivery: Delivery) -> None:
-        """Return a delivery to its queue (the delivery limit dead-letters a poison one)."""
+    async def nack(self, delivery: Delivery, requeue: bool = True) -> None:
+        """Return a delivery to its queue (the delivery limit dead-letters a poison one),
+        or with ``requeue=False`` dead-letter it at once."""
         channel = _channel(delivery)
         if channel is None:
             return  # its channel closed: the broker has put it back already
-        await delivery.nack(requeue=True)
+        await delivery.nack(requeue=requeue)
         self.frames += 1
         state = self._state(channel)
         if state.runs:

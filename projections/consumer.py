@@ -148,10 +148,11 @@ class Batcher:
         except Exception as exc:  # the channel is gone: the broker redelivers, versions dedupe
             log.warning("ack_failed", size=len(batch), error=repr(exc))
 
-    async def nack(self, delivery: Delivery) -> None:
-        """Return a delivery to its queue now (a bad message; the delivery limit ends it)."""
+    async def nack(self, delivery: Delivery, requeue: bool = True) -> None:
+        """Return a delivery to its queue now (a bad message; the delivery limit ends it),
+        or dead-letter it at once (``requeue=False``: it could never succeed)."""
         try:
-            await self.acks.nack(delivery)
+            await self.acks.nack(delivery, requeue)
         except Exception as exc:
             log.warning("nack_failed", error=repr(exc))
 
@@ -273,8 +274,10 @@ def build_consumer(
             try:
                 event = parse_message(delivery.body)
             except Exception as exc:
+                # Parsing fails the same way every time: dead-letter it now (after a
+                # fix, `senflow dlq replay` sends it again).
                 log.error("message_not_parsed", error=repr(exc)[:500])
-                await batcher.nack(delivery)
+                await batcher.nack(delivery, requeue=False)
                 return
             with contextlib.suppress(Exception):  # the batcher logged it and nacked
                 await batcher.submit(delivery, event)
