@@ -56,13 +56,9 @@ def stream_sealer(key: bytes, stream_id: UUID | str) -> Any:
     return for_event
 
 
-def opener(key: bytes | None, stream_id: UUID, event_id: UUID) -> Any:
-    """An ``open`` for pydantic's context: plaintext, or Redacted once the key is gone."""
-    return stream_opener(key, stream_id)(event_id)
-
-
 def stream_opener(key: bytes | None, stream_id: UUID) -> Any:
-    """``opener`` for many events of one pupil, the cipher set up once."""
+    """For each event of one pupil, an ``open`` for pydantic's context: plaintext, or
+    Redacted once the key is gone (the cipher is set up once for the pupil)."""
     if key is None:
         return lambda _event_id: lambda _token: Redacted.model_construct()
     aead = AESGCM(key)

@@ -383,3 +383,22 @@ def story(pupil: UUID, upn: str = "B801200005001") -> list[dict[str, Any]]:
         _cmd(pupil, n, name, day, role, payload, **kw)
         for n, (name, day, role, payload, kw) in enumerate(steps)
     ]
+
+
+def secondary_need_correction(pupil: UUID, started: Any) -> dict[str, Any]:
+    """A SENCO's late correction of ``started`` (the sen_support_started event, SLCN only):
+    the secondary need SEMH was left off the form."""
+    return {
+        "command": "correct_record",
+        "pupil_id": str(pupil),
+        "occurred_at": "2025-01-05",
+        "actor": {"user_id": "senco.1", "role": "senco"},
+        "payload": {
+            "corrects_event_id": str(started.event_id),
+            "reason": "Secondary need was left off the form.",
+            "replacement": {
+                **started.data.model_dump(mode="json"),
+                "needs": [{"type": "SLCN", "rank": 1}, {"type": "SEMH", "rank": 2}],
+            },
+        },
+    }

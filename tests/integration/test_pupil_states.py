@@ -12,7 +12,7 @@ from senflow.services.store.eventstore import EventStore
 from senflow.services.workflow.commands import parse_command
 from senflow.services.workflow.state import replay
 from tests.integration.helpers import upn
-from tests.integration.story import story
+from tests.integration.story import secondary_need_correction, story
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +51,7 @@ async def test_a_correction_of_an_event_already_folded_means_a_whole_replay(stor
     results = [await svc.handle(parse_command(r)) for r in story(pupil, upn(4103))]
     started = results[5].events[0]
     other = SenflowService(store, states=PupilStates())  # the correction comes from elsewhere
-    fix = {
-        "command": "correct_record",
-        "pupil_id": str(pupil),
-        "occurred_at": "2025-01-05",
-        "actor": {"user_id": "senco.1", "role": "senco"},
-        "payload": {
-            "corrects_event_id": str(started.event_id),
-            "reason": "Secondary need was left off the form.",
-            "replacement": {
-                **started.data.model_dump(mode="json"),
-                "needs": [{"type": "SLCN", "rank": 1}, {"type": "SEMH", "rank": 2}],
-            },
-        },
-    }
+    fix = secondary_need_correction(pupil, started)
     assert (await other.handle(parse_command(fix))).accepted
     misses = states.misses
     state = (await states.load(store, pupil)).state

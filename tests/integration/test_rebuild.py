@@ -23,7 +23,7 @@ from senflow.services.store.migrate import migrate
 from senflow.services.workflow.commands import parse_command
 from tests.conftest import BASE_URL
 from tests.integration.helpers import new_event, upn
-from tests.integration.story import story
+from tests.integration.story import secondary_need_correction, story
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,7 @@ async def _record_stories(store: EventStore) -> None:
             assert (await svc.handle(parse_command(raw))).accepted
     timeline = (await svc.history(pupils[0])).timeline
     started = next(e for e in timeline if e.event_type == "sen_support_started")
-    corrected = {
-        "command": "correct_record",
-        "pupil_id": str(pupils[0]),
-        "occurred_at": "2025-01-05",
-        "actor": {"user_id": "senco.1", "role": "senco"},
-        "payload": {
-            "corrects_event_id": str(started.event_id),
-            "reason": "Secondary need was left off the form.",
-            "replacement": {
-                **started.data.model_dump(mode="json"),
-                "needs": [{"type": "SLCN", "rank": 1}, {"type": "SEMH", "rank": 2}],
-            },
-        },
-    }
+    corrected = secondary_need_correction(pupils[0], started)
     moved = {
         "command": "transfer_pupil",
         "pupil_id": str(pupils[1]),

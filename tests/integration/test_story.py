@@ -14,7 +14,7 @@ from senflow.services.store.eventstore import ConcurrencyConflict, EventStore
 from senflow.services.store.verify import verify
 from senflow.services.workflow.commands import parse_command
 from tests.integration.helpers import upn
-from tests.integration.story import EXAMPLE_PUPIL, ids, story
+from tests.integration.story import EXAMPLE_PUPIL, ids, secondary_need_correction, story
 
 pytestmark = pytest.mark.integration
 
@@ -153,20 +153,7 @@ async def test_a_late_correction_fixes_history_and_keeps_the_original(store: Eve
     svc, pupil = SenflowService(store), uuid.uuid4()
     results = await _walk(svc, pupil)
     started = results[5].events[0]  # sen_support_started: SLCN only
-    correction = {
-        "command": "correct_record",
-        "pupil_id": str(pupil),
-        "occurred_at": "2025-01-05",
-        "actor": {"user_id": "senco.1", "role": "senco"},
-        "payload": {
-            "corrects_event_id": str(started.event_id),
-            "reason": "Secondary need was left off the form.",
-            "replacement": {
-                **started.data.model_dump(mode="json"),
-                "needs": [{"type": "SLCN", "rank": 1}, {"type": "SEMH", "rank": 2}],
-            },
-        },
-    }
+    correction = secondary_need_correction(pupil, started)
     result = await svc.handle(parse_command(correction))
     assert result.accepted, result.rejection
     as_then = await svc.history(pupil, date(2024, 10, 9))
