@@ -1,20 +1,22 @@
-"""The consumer service shared by every projection: RabbitMQ in, one transaction per batch out.
+"""The consumer service shared by every projection: pages in, one transaction per batch out.
 
-aio-pika hands each delivery to its own task, so handlers run concurrently. To
-keep order and to batch, the handler only parks its message in a
-:class:`Batcher` and waits. The batcher sorts what it holds by delivery tag
-(the channel's delivery order), applies it in one database transaction that
-also advances each pupil's checkpoint, and only then acknowledges the batch
-(with one multiple ack where the tags run on, see ``acks``) and lets the
-handlers return. If the batch fails, its messages are applied one by one, so a
-single bad message is nacked (and dead-lettered after the delivery limit) while
-the rest go through.
+Each message is a page of events (``bus.pages``). aio-pika hands each delivery
+to its own task, so handlers run concurrently. To keep order and to batch, the
+handler only parks its page in a :class:`Batcher` and waits. The batcher sorts
+what it holds by delivery tag (the channel's delivery order), applies the
+events in one database transaction that also advances each pupil's checkpoint,
+and only then acknowledges the pages (with one multiple ack where the tags run
+on, see ``acks``) and lets the handlers return. If the batch fails, each page
+is tried alone and, if that fails too, its events one by one: every good event
+is applied, and only a page holding an event that cannot be is nacked (and
+dead-lettered after the delivery limit; its good events are duplicates then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ from senflow.events.envelope import RecordedEvent
 from senflow.projections.acks import Acknowledger, Delivery
 from senflow.projections.base import Projection
 from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
+from senflow.services.bus.pages import parse_page
 from senflow.services.bus.topology import Topology, declare
 from senflow.services.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES, PROJECTION_FILLED
 from senflow.services.store.eventstore import EventStore
@@ -50,15 +53,10 @@ TRANSIENT = (
 ApplyBatch = Callable[[Sequence[RecordedEvent]], Awaitable[ApplyStats]]
 
 
-def parse_message(body: bytes) -> RecordedEvent:
-    """A bus message back into an event (personal fields arrive withheld)."""
-    return RecordedEvent.model_validate_json(body, context={"allow_redacted": True})
-
-
 @dataclass
 class _Parked:
     delivery: Delivery
-    event: RecordedEvent
+    events: list[RecordedEvent]
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -67,25 +65,27 @@ class _Parked:
 class Batcher:
     """Collects concurrently delivered messages and applies them in batches, in order.
 
-    One loop task does all the applying; handlers park their message and wait
-    for the loop to settle it (result or error).
+    One loop task does all the applying; handlers park their page and wait
+    for the loop to settle it (result or error). ``max_batch`` counts events.
     """
 
     def __init__(
-        self, apply: ApplyBatch, max_batch: int = 200, max_wait: float = 0.005, name: str = ""
+        self, apply: ApplyBatch, max_batch: int = 500, max_wait: float = 0.005, name: str = ""
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
         self.acks = Acknowledger()
         self.name = name  # the projection, for metrics
         self._parked: list[_Parked] = []
+        self._parked_events = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.stats = ApplyStats()
 
-    async def submit(self, delivery: Delivery, event: RecordedEvent) -> None:
-        """Park a delivery until its batch is applied and acknowledged (or nacked: raises)."""
-        parked = _Parked(delivery, event)
+    async def submit(self, delivery: Delivery, events: list[RecordedEvent]) -> None:
+        """Park a page until its batch is applied and acknowledged (or nacked: raises)."""
+        parked = _Parked(delivery, events)
         self._parked.append(parked)
+        self._parked_events += len(events)
         self._wake.set()
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run())
@@ -100,10 +100,11 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._parked) < self.max_batch:
+            if self._parked_events < self.max_batch:
                 await asyncio.sleep(self.max_wait)  # let the rest of a burst arrive
             self._wake.clear()
             batch, self._parked = sorted(self._parked, key=_tag), []
+            self._parked_events = 0
             if batch:
                 await self._apply(batch)
             if self._parked:
@@ -111,36 +112,61 @@ class Batcher:
 
     async def _apply(self, batch: list[_Parked]) -> None:
         try:
-            self._count(await self._until_reachable(batch))
-            await self._ack(batch)
-            for p in batch:
-                log.debug(
-                    "event_applied",
-                    projection=self.name,
-                    event_id=str(p.event.event_id),
-                    correlation_id=str(p.event.correlation_id),
-                    version=p.event.version,
-                )
-                _settle(p.done)
+            self._count(await self._until_reachable([e for p in batch for e in p.events]))
         except Exception as exc:
-            log.warning("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
+            log.warning("batch_failed_applying_page_by_page", pages=len(batch), error=repr(exc))
             for p in batch:
-                try:
-                    self._count(await self._until_reachable([p]))
-                    await self._ack([p])
-                    _settle(p.done)
-                except Exception as one:
-                    log.error(
-                        "event_not_applied",
-                        event_id=str(p.event.event_id),
-                        stream_id=str(p.event.stream_id),
-                        version=p.event.version,
-                        correlation_id=str(p.event.correlation_id),
-                        error=repr(one),
-                    )
-                    await self.nack(p.delivery)
-                    if not p.done.done():
-                        p.done.set_exception(one)
+                await self._apply_alone(p)
+            return
+        await self._ack(batch)
+        for p in batch:
+            self._log_applied(p.events)
+            _settle(p.done)
+
+    async def _apply_alone(self, page: _Parked) -> None:
+        """Apply one page, or else each of its events: the good ones go in, a bad one
+        leaves the page nacked (redelivered, then dead-lettered at the delivery limit)."""
+        try:
+            self._count(await self._until_reachable(page.events))
+        except Exception:
+            failure = await self._apply_one_by_one(page.events)
+            if failure is not None:
+                await self.nack(page.delivery)
+                if not page.done.done():
+                    page.done.set_exception(failure)
+                return
+        await self._ack([page])
+        self._log_applied(page.events)
+        _settle(page.done)
+
+    async def _apply_one_by_one(self, events: list[RecordedEvent]) -> Exception | None:
+        failure: Exception | None = None
+        for e in events:
+            try:
+                self._count(await self._until_reachable([e]))
+            except Exception as exc:
+                log.error(
+                    "event_not_applied",
+                    event_id=str(e.event_id),
+                    stream_id=str(e.stream_id),
+                    version=e.version,
+                    correlation_id=str(e.correlation_id),
+                    error=repr(exc),
+                )
+                failure = failure or exc
+        return failure
+
+    def _log_applied(self, events: list[RecordedEvent]) -> None:
+        if not log.is_enabled_for(logging.DEBUG):  # the fields cost, even unlogged
+            return
+        for e in events:
+            log.debug(
+                "event_applied",
+                projection=self.name,
+                event_id=str(e.event_id),
+                correlation_id=str(e.correlation_id),
+                version=e.version,
+            )
 
     async def _ack(self, batch: list[_Parked]) -> None:
         try:
@@ -156,7 +182,7 @@ class Batcher:
         except Exception as exc:
             log.warning("nack_failed", error=repr(exc))
 
-    async def _until_reachable(self, batch: list[_Parked]) -> ApplyStats:
+    async def _until_reachable(self, events: list[RecordedEvent]) -> ApplyStats:
         """Apply, waiting out database outages with the messages held unacknowledged.
 
         An outage says nothing about the messages: nacking them would spend their
@@ -166,11 +192,11 @@ class Batcher:
         pause = 0.2
         while True:
             try:
-                return await self.apply([p.event for p in batch])
+                return await self.apply(events)
             except TRANSIENT as exc:
                 log.warning(
                     "database_unavailable_holding_batch",
-                    size=len(batch),
+                    size=len(events),
                     error=repr(exc),
                     retry_in=pause,
                 )
@@ -242,9 +268,14 @@ def build_consumer(
     amqp_url: str,
     topology: Topology,
     partitions: Sequence[int] | None = None,
-    prefetch: int = 200,
+    prefetch: int = 16,
+    max_batch: int = 500,
 ) -> ConsumerService:
-    """Subscribe to the projection's partition queues (all of them unless told which)."""
+    """Subscribe to the projection's partition queues (all of them unless told which).
+
+    ``prefetch`` counts pages (up to ``bus.pages.PAGE_SIZE`` events each) per
+    partition; ``max_batch`` counts the events applied in one transaction.
+    """
     # No dependency injection: resolving even a ``RabbitMessage`` parameter makes
     # FastStream run a sync resolver in a worker thread for every message, which
     # cost more than everything else the consumer does. The decoder hands the
@@ -257,14 +288,13 @@ def build_consumer(
         apply_types=False,
     )
     batcher = Batcher(
-        transactional_apply(pool, store, projection), max_batch=prefetch, name=projection.name
+        transactional_apply(pool, store, projection), max_batch=max_batch, name=projection.name
     )
-    hashed = topology.hash_exchange(projection.name)
     for p in partitions if partitions is not None else range(topology.partitions):
 
         @broker.subscriber(
             topology.queue(projection.name, p),
-            hashed,
+            topology.pages,
             ack_policy=AckPolicy.MANUAL,
             decoder=_delivery,
             title=f"{projection.name}/{p}",
@@ -272,7 +302,7 @@ def build_consumer(
         )
         async def handle(delivery: Any) -> None:
             try:
-                event = parse_message(delivery.body)
+                events = parse_page(delivery.body)
             except Exception as exc:
                 # Parsing fails the same way every time: dead-letter it now (after a
                 # fix, `senflow dlq replay` sends it again).
@@ -280,7 +310,7 @@ def build_consumer(
                 await batcher.nack(delivery, requeue=False)
                 return
             with contextlib.suppress(Exception):  # the batcher logged it and nacked
-                await batcher.submit(delivery, event)
+                await batcher.submit(delivery, events)
 
     return ConsumerService(projection, broker, batcher, pool, topology)
 

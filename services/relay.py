@@ -1,5 +1,8 @@
 """The relay: tail the event store and publish every event to RabbitMQ, in order, once confirmed.
 
+Each event goes out twice: in a page of events to the projections (see
+``bus.pages``) and on its own to the public feed downstream systems bind to.
+
 The events table is the outbox: an event exists once committed, and the relay
 carries it to the bus afterwards, so there is no window where a write reaches
 one and not the other. The relay publishes each batch with publisher confirms
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 
 import aio_pika
@@ -27,6 +31,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
+from senflow.services.bus.pages import cut, page_message
 from senflow.services.bus.topology import Topology, declare, routing_key
 from senflow.services.metrics import RELAY_LAG, RELAY_PUBLISHED
 from senflow.services.store.db import SERVER_SETTINGS
@@ -59,37 +64,32 @@ def message_headers(e: RecordedEvent) -> dict[str, str | int]:
     }
 
 
-async def _publish_one(exchange: aio_pika.abc.AbstractExchange, e: RecordedEvent) -> None:
-    log.debug(
-        "event_publishing",
-        event_id=str(e.event_id),
+def event_message(e: RecordedEvent, body: bytes) -> aio_pika.Message:
+    """The public feed's message of one event."""
+    return aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(e.event_id),
         correlation_id=str(e.correlation_id),
-        position=e.position,
-    )
-    # Straight to aio-pika on the broker's confirming channel: FastStream's publish
-    # path (middlewares, per-call option handling) cost more than the publish itself.
-    await exchange.publish(
-        aio_pika.Message(
-            e.model_dump_json().encode(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(e.event_id),
-            correlation_id=str(e.correlation_id),
-            content_type="application/json",
-            headers=message_headers(e),
-        ),
-        routing_key=routing_key(e.event_type, e.tenant.trust_id, e.tenant.school_urn),
-        mandatory=True,
+        content_type="application/json",
+        headers=message_headers(e),
     )
 
 
 async def publish(
     broker: RabbitBroker, topology: Topology, events: Sequence[RecordedEvent]
 ) -> None:
-    """Publish events in order; returns once the broker confirmed every one.
+    """Publish events in pages to the projections and one by one to the public feed;
+    returns once the broker confirmed every message.
+
+    Pages are mandatory: a page no queue takes (the projections' queues deleted)
+    comes back and fails the batch, so nothing moves past it. The public feed is
+    not: downstream systems come and go, and the store keeps every event for a
+    subscriber that binds later to catch up from.
 
     Waiting for each confirm before sending the next message would cap the
-    relay at one broker round trip (a quorum-queue commit) per event. So the
-    first message goes alone (the channel and the exchange are then ready and
+    relay at one broker round trip (a quorum-queue commit) per message. So the
+    first message goes alone (the channel and the exchanges are then ready and
     cached) and the rest are sent without waiting for each other's confirm:
     each publish takes the channel's lock (FIFO) in the order its task was
     created and writes its frames before releasing it, so the messages leave
@@ -99,9 +99,35 @@ async def publish(
     """
     if not events:
         return
-    exchange = await broker.declare_exchange(topology.events)
-    await _publish_one(exchange, events[0])
-    tasks = [asyncio.ensure_future(_publish_one(exchange, e)) for e in events[1:]]
+    public = await broker.declare_exchange(topology.events)
+    bodies = [e.model_dump_json().encode() for e in events]
+    sends: list[tuple[aio_pika.abc.AbstractExchange, aio_pika.Message, str, bool]] = []
+    if topology.services:
+        pages = await broker.declare_exchange(topology.pages)
+        for partition, page in cut(topology, events):
+            message = page_message(partition, [events[i] for i in page], [bodies[i] for i in page])
+            sends.append((pages, message, str(partition), True))
+    for e, body in zip(events, bodies, strict=True):
+        key = routing_key(e.event_type, e.tenant.trust_id, e.tenant.school_urn)
+        sends.append((public, event_message(e, body), key, False))
+    if log.is_enabled_for(logging.DEBUG):  # building the fields costs, even unlogged
+        for e in events:
+            log.debug(
+                "event_publishing",
+                event_id=str(e.event_id),
+                correlation_id=str(e.correlation_id),
+                position=e.position,
+            )
+
+    async def send(
+        exchange: aio_pika.abc.AbstractExchange, m: aio_pika.Message, key: str, mandatory: bool
+    ) -> None:
+        # Straight to aio-pika on the broker's confirming channel: FastStream's publish
+        # path (middlewares, per-call option handling) cost more than the publish itself.
+        await exchange.publish(m, routing_key=key, mandatory=mandatory)
+
+    await send(*sends[0])
+    tasks = [asyncio.ensure_future(send(*s)) for s in sends[1:]]
     try:
         await asyncio.gather(*tasks)
     except BaseException:

@@ -3,7 +3,8 @@
 Every event type is a publisher on the ``senflow.events`` topic exchange, its
 routing key ``<event_type>.<trust_id>.<school_urn>`` and its payload the
 envelope with that type's content (personal fields withheld). The projection
-services' partition queues are listed as subscribers. ``senflow asyncapi``
+services' partition queues are listed as subscribers of the internal pages
+exchange (a page is a JSON array of envelopes). ``senflow asyncapi``
 writes it to ``docs/asyncapi.yaml``; a test keeps the file current.
 """
 
@@ -47,13 +48,14 @@ def contract(topology: Topology) -> AsyncAPI:
 
             @broker.subscriber(
                 topology.queue(service, p),
-                topology.hash_exchange(service),
+                topology.pages,
                 title=f"{service}/{p}",
                 description=f"Partition {p} of the {service} projection service "
                 "(quorum queue, single active consumer, dead-lettered after "
-                "the delivery limit).",
+                "the delivery limit). Internal: each message is a page, a JSON array "
+                "of envelopes of one partition in position order.",
             )
-            async def consume(body: RecordedEvent) -> None:  # documentation only
+            async def consume(body: list[RecordedEvent]) -> None:  # documentation only
                 raise NotImplementedError
 
     return AsyncAPI(

@@ -1,21 +1,31 @@
 """The RabbitMQ topology, declared in code (FastStream objects over aio-pika).
 
-    senflow.events (topic, durable)      every event, routing key <event_type>.<trust>.<urn>
-      ├─ senflow.<service>.hash (x-consistent-hash on header stream_id)   per consumer service
-      │     ├─ senflow.<service>.0 … .N-1   quorum queues, single active consumer,
-      │     │                               delivery limit, at-least-once dead-lettering
+    senflow.events (topic, durable)   the public feed: one message per event,
+      │                               routing key <event_type>.<trust>.<urn>
       └─ (downstream systems bind their own queues, e.g. review_due.trust-7.#)
+    senflow.pages (direct, durable)   the projections' feed: pages of events,
+      │                               routing key = the pupils' partition
+      └─ "<p>" ──► senflow.<service>.<p>   for every service, p in 0 … N-1: quorum queues,
+                                          single active consumer, delivery limit,
+                                          at-least-once dead-lettering
     senflow.dlx (direct)  ── <service> ──► senflow.<service>.dlq (quorum)
 
+The projections read pages (many events per AMQP message) because per-message
+work in the broker and in Python's AMQP clients cost more than applying an
+event; downstream systems get one message per event, routed by type and school.
 Partitioning by pupil keeps each pupil's events in one queue, and a single
 active consumer per queue keeps them in order, while N queues let a service
-scale out. The same declarations work on RabbitMQ 3.10 and 4.x (on 4.x quorum
-queues have a default delivery limit of 20; we always set ours).
+scale out. The relay computes the partition (``partition_of``); a page holds
+the events of one partition, and one publish reaches that partition's queue of
+every service. The same declarations work on RabbitMQ 3.10 and 4.x (on 4.x
+quorum queues have a default delivery limit of 20; we always set ours).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from uuid import UUID
 
 import aio_pika
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -44,15 +54,17 @@ class Topology:
     def dead_letters(self) -> RabbitExchange:
         return RabbitExchange(f"{self.prefix}.dlx", type=ExchangeType.DIRECT, durable=True)
 
-    def hash_exchange(self, service: str) -> RabbitExchange:
-        return RabbitExchange(
-            f"{self.prefix}.{service}.hash",
-            type=ExchangeType.X_CONSISTENT_HASH,
-            durable=True,
-            arguments={"hash-header": "stream_id"},
-            bind_to=self.events,
-            routing_key="#",
-        )
+    @property
+    def pages(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.pages", type=ExchangeType.DIRECT, durable=True)
+
+    def partition_of(self, stream_id: UUID) -> int:
+        """The partition of a pupil's events: stable across processes and releases."""
+        return zlib.crc32(stream_id.bytes) % self.partitions
+
+    def legacy_hash_exchange(self, service: str) -> str:
+        """Where a release before pages fed the service from (deleted on declare)."""
+        return f"{self.prefix}.{service}.hash"
 
     def queue_name(self, service: str, partition: int) -> str:
         return f"{self.prefix}.{service}.{partition}"
@@ -62,7 +74,7 @@ class Topology:
             self.queue_name(service, partition),
             queue_type=QueueType.QUORUM,
             durable=True,
-            routing_key="1",  # consistent-hash weight: every partition equal
+            routing_key=str(partition),  # its binding on the pages exchange
             arguments={
                 "x-single-active-consumer": True,
                 "x-dead-letter-exchange": self.dead_letters.name,
@@ -87,23 +99,22 @@ class Topology:
         ]
 
     def exchange_names(self) -> list[str]:
-        return [
-            self.events.name,
-            self.dead_letters.name,
-            *(self.hash_exchange(s).name for s in self.services),
-        ]
+        return [self.events.name, self.pages.name, self.dead_letters.name]
 
 
 async def declare(broker: RabbitBroker, topology: Topology) -> None:
     """Declare everything (idempotent): exchanges, partition queues, dead-letter queues."""
-    events = await broker.declare_exchange(topology.events)
+    await broker.declare_exchange(topology.events)
+    pages = await broker.declare_exchange(topology.pages)
     dlx = await broker.declare_exchange(topology.dead_letters)
     for service in topology.services:
-        hashed = await broker.declare_exchange(topology.hash_exchange(service))
-        await hashed.bind(events, routing_key="#")
+        # A release before pages bound the queues to a per-service hash exchange on the
+        # public feed: left in place, each event would arrive twice (once per event and
+        # once in a page). Deleting the exchange removes its bindings; absent, a no-op.
+        await pages.channel.exchange_delete(topology.legacy_hash_exchange(service))
         for p in range(topology.partitions):
             q = await broker.declare_queue(topology.queue(service, p))
-            await q.bind(hashed, routing_key="1")
+            await q.bind(pages, routing_key=str(p))
         dlq = await broker.declare_queue(topology.dlq(service))
         await dlq.bind(dlx, routing_key=service)
 
@@ -164,14 +175,12 @@ def definitions(topology: Topology) -> dict[str, object]:
         )
 
     exchange(topology.events)
+    exchange(topology.pages)
     exchange(topology.dead_letters)
     for service in topology.services:
-        hashed = topology.hash_exchange(service)
-        exchange(hashed)
-        bind(topology.events.name, hashed.name, "exchange", "#")
         for p in range(topology.partitions):
             queue(topology.queue(service, p))
-            bind(hashed.name, topology.queue_name(service, p), "queue", "1")
+            bind(topology.pages.name, topology.queue_name(service, p), "queue", str(p))
         queue(topology.dlq(service))
         bind(topology.dead_letters.name, topology.dlq(service).name, "queue", service)
     return {

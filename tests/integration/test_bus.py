@@ -18,6 +18,7 @@ from senflow.projections.base import Doc, Projection, fold
 from senflow.projections.rebuild import rebuild
 from senflow.projections.tables import snapshot
 from senflow.services.bus.deadletters import list_dead_letters, replay_dead_letters
+from senflow.services.bus.pages import page_message
 from senflow.services.relay import Relay, message_headers
 from senflow.services.store.eventstore import EventStore
 from tests.integration.bus import (
@@ -137,19 +138,8 @@ async def test_a_duplicate_message_is_counted_once_and_a_gap_is_filled_from_the_
     )
     v1, v2, v3 = await store.read_stream(pupil, personal=False)
     async with running_consumer(ORDERLY, pool, store, topology) as service:
-
-        async def send(e: RecordedEvent) -> None:
-            await service.broker.publish(
-                e.model_dump_json().encode(),
-                exchange=topology.events,
-                routing_key=f"{e.event_type}.trust-7.123456",
-                headers=message_headers(e),
-                message_id=str(e.event_id),
-                persist=True,
-            )
-
-        for e in (v1, v1, v3, v2, v3):  # a duplicate, a gap (v2 missing), late arrivals
-            await send(e)
+        for page in ([v1], [v1, v3], [v2], [v3]):  # a duplicate, a gap (v2 missing), late ones
+            await send_page(service, topology, page)
         await eventually(lambda: _all_applied(pool, {pupil: 3}), what="v3 applied")
         await asyncio.sleep(0.3)  # let the late duplicates arrive too
     assert (await _docs(pool, [pupil]))[pupil] == [1, 2, 3]
@@ -163,45 +153,57 @@ async def test_poison_goes_to_the_dead_letter_queue_and_the_rest_flow(store, poo
     FAIL_ON.add(refused.event_ids[0])
     try:
         async with running_consumer(ORDERLY, pool, store, topology) as service:
-            garbage = b'{"this is": "not an event"}'
+            garbage = b'[{"this is": "not an event"}]'
             await service.broker.publish(
                 garbage,
-                exchange=topology.events,
-                routing_key="x.trust-7.123456",
-                headers={"stream_id": str(uuid.uuid4())},
+                exchange=topology.pages,
+                routing_key="0",
                 message_id="garbage",
                 persist=True,
             )
-            for e in await store.read_stream(good, personal=False) + await store.read_stream(
-                bad, personal=False
-            ):
-                await service.broker.publish(
-                    e.model_dump_json().encode(),
-                    exchange=topology.events,
-                    routing_key=f"{e.event_type}.trust-7.123456",
-                    headers=message_headers(e),
-                    message_id=str(e.event_id),
-                    persist=True,
-                )
+            # One page holds both pupils, the bad one's event in the middle of the good's.
+            g1, g2 = await store.read_stream(good, personal=False)
+            [b1] = await store.read_stream(bad, personal=False)
+            page = await send_page(service, topology, [g1, b1, g2], partition=1)
             dlq = topology.dlq("orderly").name
             await eventually(lambda: _all_applied(pool, {good: 2}), what="good pupil applied")
             await eventually(lambda: _depth_is(dlq, 2), within=60, what="two dead letters")
             letters = await list_dead_letters(AMQP_URL, topology, "orderly")
-            assert {lt.message_id for lt in letters} == {"garbage", str(refused.event_ids[0])}
+            assert {lt.message_id for lt in letters} == {"garbage", page}
             reasons = {lt.message_id: lt.reason for lt in letters}
             # unparseable: dead-lettered at once; failing to apply: after the delivery limit
-            assert reasons == {"garbage": "rejected", str(refused.event_ids[0]): "delivery_limit"}
+            assert reasons == {"garbage": "rejected", page: "delivery_limit"}
+            [dead] = [lt for lt in letters if lt.message_id == page]
+            assert dead.events == [f"{e.event_id} {e.stream_id} v{e.version}" for e in (g1, b1, g2)]
+            assert dead.from_queue == topology.queue_name("orderly", 1)
             assert await queue_depth(dlq) == 2  # listing removed nothing
 
-            FAIL_ON.clear()  # the bug is fixed: re-drive the refused event
-            replayed = await replay_dead_letters(
-                AMQP_URL, topology, "orderly", str(refused.event_ids[0])
-            )
+            FAIL_ON.clear()  # the bug is fixed: re-drive the page
+            replayed = await replay_dead_letters(AMQP_URL, topology, "orderly", page)
             assert replayed == 1
             await eventually(lambda: _all_applied(pool, {bad: 1}), what="replayed event")
             assert await queue_depth(dlq) == 1
     finally:
         FAIL_ON.clear()
+
+
+async def send_page(
+    service, topology, events: list[RecordedEvent], partition: int | None = None
+) -> str:
+    """Publish ``events`` as one page (to their pupil's partition unless told); its id."""
+    if partition is None:
+        partition = topology.partition_of(events[0].stream_id)
+    bodies = [e.model_dump_json().encode() for e in events]
+    message = page_message(partition, events, bodies)
+    await service.broker.publish(
+        message.body,
+        exchange=topology.pages,
+        routing_key=str(partition),
+        headers=message.headers,
+        message_id=message.message_id,
+        persist=True,
+    )
+    return str(message.message_id)
 
 
 async def _depth_is(queue: str, n: int) -> bool:
@@ -278,40 +280,61 @@ async def test_live_read_model_equals_a_rebuild(store, pool, migrated, topology)
         assert live[pupil][2] == fold(ORDERLY, events)
 
 
-async def test_an_unroutable_event_stops_the_relay_instead_of_vanishing(store, pool, migrated):
-    """With no queue bound, a mandatory publish comes back: the checkpoint must not move."""
-    bare = unique_topology([], partitions=1)  # the exchange exists, nothing is bound to it
+async def test_a_page_no_queue_takes_stops_the_relay_instead_of_vanishing(
+    store, pool, migrated, topology
+):
+    """The projections' queues deleted by mistake: a mandatory page comes back, and the
+    checkpoint must not move until they are there again."""
+    async with running_relay(store, migrated, topology) as relay:
+        await asyncio.wait_for(relay.is_leader.wait(), 10)
+        await eventually(lambda: _queues_exist(topology), what="the relay declared the queues")
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel()
+            for p in range(topology.partitions):
+                await channel.queue_delete(topology.queue_name("orderly", p))
+        finally:
+            await connection.close()
+        start = await _checkpoint(pool, relay.name)
+        published = relay.published
+        pupil = uuid.uuid4()
+        await store.append(pupil, [new_event(registered())], 0)
+        await asyncio.sleep(1.0)
+        assert await _checkpoint(pool, relay.name) == start and relay.published == published
+
+        # Once the queues are back (a consumer declares them), the held event goes out.
+        async with running_consumer(ORDERLY, pool, store, topology):
+            await eventually(lambda: _all_applied(pool, {pupil: 1}), what="the held event")
+        assert await _checkpoint(pool, relay.name) > start
+
+
+async def test_the_public_feed_does_not_wait_for_subscribers(store, pool, migrated):
+    """No projection and no downstream queue: the relay carries on (the store keeps all)."""
+    bare = unique_topology([], partitions=1)
     try:
         async with running_relay(store, migrated, bare) as relay:
             await asyncio.wait_for(relay.is_leader.wait(), 10)
-            async with pool.acquire() as conn:
-                start = await conn.fetchval(
-                    "SELECT position FROM relay_checkpoint WHERE name = $1", relay.name
-                )
-            pupil = uuid.uuid4()
-            await store.append(pupil, [new_event(registered())], 0)
-            await asyncio.sleep(1.0)
-            async with pool.acquire() as conn:
-                after = await conn.fetchval(
-                    "SELECT position FROM relay_checkpoint WHERE name = $1", relay.name
-                )
-            assert after == start and relay.published == 0
-
-            # Once something listens, the same event goes out: it was held, not lost.
-            connection = await aio_pika.connect(AMQP_URL)
-            channel = await connection.channel()
-            events = await channel.get_exchange(bare.events.name)
-            tap = await channel.declare_queue(exclusive=True)
-            await tap.bind(events, routing_key="#")
-            msg = await _first_message(tap)
-            assert msg.headers["stream_id"] == str(pupil)
-            await connection.close()
+            await store.append(uuid.uuid4(), [new_event(registered())], 0)
+            await eventually(lambda: _published(relay), what="the event relayed")
     finally:
         await delete_topology(bare)
 
 
-async def _first_message(queue):
-    async with queue.iterator() as it:
-        async for msg in it:
-            await msg.ack()
-            return msg
+async def _published(relay: Relay) -> bool:
+    return relay.published >= 1
+
+
+async def _checkpoint(pool, name: str) -> int:
+    async with pool.acquire() as conn:
+        return int(
+            await conn.fetchval("SELECT position FROM relay_checkpoint WHERE name = $1", name)
+        )
+
+
+async def _queues_exist(topology) -> bool:
+    try:
+        for p in range(topology.partitions):
+            await queue_depth(topology.queue_name("orderly", p))
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,116 @@
+"""Pages of events: cut by partition in order, carried as one message, read back whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid4, uuid5
+
+import pytest
+
+from senflow.events.envelope import RecordedEvent
+from senflow.projections.consumer import Batcher
+from senflow.projections.tables import ApplyStats
+from senflow.services.bus.pages import cut, page_message, parse_page
+from senflow.services.bus.topology import Topology
+from tests.integration.helpers import concern
+from tests.unit.test_acks import Channel, deliver
+
+pytestmark = pytest.mark.unit
+
+AT = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+def event(pupil: UUID, version: int, position: int) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid5(pupil, str(version)),
+        stream_id=pupil,
+        version=version,
+        position=position,
+        schema_version=1,
+        occurred_at=AT,
+        recorded_at=AT,
+        actor={"user_id": "senco.1", "role": "senco"},
+        tenant={"trust_id": "trust-7", "school_urn": "123456"},
+        correlation_id=uuid4(),
+        data=concern(f"note {version}"),
+        hash=f"{position:064x}",
+    )
+
+
+def test_a_pupils_partition_is_fixed_and_every_partition_is_used() -> None:
+    topology = Topology(partitions=4)
+    pupil = UUID("8a4c6f0e-0d5e-4f49-9f3f-0c0f0c8f3c11")
+    # The partition is part of the bus contract between releases: it must never move.
+    assert [Topology(partitions=n).partition_of(pupil) for n in (1, 2, 3, 4)] == [0, 0, 2, 2]
+    assert {topology.partition_of(uuid4()) for _ in range(400)} == {0, 1, 2, 3}
+
+
+def test_pages_hold_one_partition_each_in_position_order_and_no_more_than_the_size() -> None:
+    topology = Topology(partitions=3)
+    pupils = [uuid4() for _ in range(12)]
+    events = [event(p, v, 12 * (v - 1) + i + 1) for v in (1, 2, 3) for i, p in enumerate(pupils)]
+    pages = cut(topology, events, size=4)
+    seen = sorted(i for _, page in pages for i in page)
+    assert seen == list(range(len(events)))  # every event once
+    for partition, page in pages:
+        assert 1 <= len(page) <= 4 and page == sorted(page)
+        assert {topology.partition_of(events[i].stream_id) for i in page} == {partition}
+    for pupil in pupils:  # each pupil's events leave in version order
+        mine = [
+            events[i].version for _, page in pages for i in page if events[i].stream_id == pupil
+        ]
+        assert mine == [1, 2, 3]
+
+
+def test_a_page_reads_back_as_its_events() -> None:
+    pupil = uuid4()
+    events = [event(pupil, v, 40 + v) for v in (1, 2, 3)]
+    message = page_message(1, events, [e.model_dump_json().encode() for e in events])
+    assert parse_page(message.body) == events
+    assert message.headers == {
+        "partition": 1,
+        "events": 3,
+        "first_position": 41,
+        "last_position": 43,
+    }
+    assert message.message_id == "page-1-41-43"
+
+
+def test_a_single_envelope_is_a_page_of_one_and_garbage_is_refused() -> None:
+    e = event(uuid4(), 1, 7)
+    assert parse_page(e.model_dump_json().encode()) == [e]
+    one = page_message(0, [e], [e.model_dump_json().encode()])
+    assert one.headers is not None and one.headers["stream_id"] == str(e.stream_id)
+    for bad in (b'[{"this is": "not an event"}]', b"[", b"", b"null"):
+        with pytest.raises(ValueError):
+            parse_page(bad)
+
+
+async def test_a_bad_event_nacks_only_its_page_and_every_good_event_is_applied() -> None:
+    bad_pupil, good = uuid4(), uuid4()
+    refused = event(bad_pupil, 1, 2)
+    applied: list[UUID] = []
+
+    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
+        # all or nothing, as the transaction is
+        if any(e.event_id == refused.event_id for e in events):
+            raise RuntimeError("a projection bug")
+        applied.extend(e.event_id for e in events)
+        return ApplyStats(applied=len(events))
+
+    channel = Channel()
+    d = deliver(channel, range(1, 3))
+    batcher = Batcher(apply, max_wait=0.01)
+    first = [event(good, 1, 1), refused, event(good, 2, 3)]
+    second = [event(good, 3, 4)]
+    results = await asyncio.gather(
+        batcher.submit(d[1], first), batcher.submit(d[2], second), return_exceptions=True
+    )
+    await batcher.close()
+    assert isinstance(results[0], RuntimeError) and results[1] is None
+    assert sorted(applied) == sorted(e.event_id for e in (first[0], first[2], second[0]))
+    # the nacked tag is settled first, so the ack of the next one may cover the run
+    assert channel.sent == [("nack", 1, False), ("ack", 2, True)] and not channel.outstanding
+    assert batcher.stats.applied == 3
