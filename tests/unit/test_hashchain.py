@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -61,12 +62,61 @@ def test_fast_encoding_equals_the_reference(data: dict[str, object]) -> None:
     assert fast == reference
 
 
+def _as_jsonb_gives_it_back(value: object) -> str:
+    """JSON text as jsonb writes it: its own spacing and key order, numbers in plain decimal."""
+    if isinstance(value, dict):
+        items = [
+            f"{json.dumps(k, ensure_ascii=False)}: {_as_jsonb_gives_it_back(v)}"
+            for k, v in value.items()
+        ]
+        return "{" + ", ".join(reversed(items)) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_as_jsonb_gives_it_back(v) for v in value) + "]"
+    if isinstance(value, Decimal):  # jsonb keeps a number as numeric: never an exponent
+        return format(value, "f")
+    return json.dumps(value, ensure_ascii=False)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(_text, _json, max_size=6))
 def test_data_read_back_as_jsonb_text_encodes_as_written(data: dict[str, object]) -> None:
-    # jsonb gives data back with its own spacing and key order: the bytes must not change
-    jsonb_like = json.dumps(dict(reversed(list(data.items()))), separators=(", ", ": "))
-    assert hashchain.decode_stored(jsonb_like) == hashchain.encode_data(data)
+    # jsonb gives the written data back in its own way: the bytes must not change
+    written = hashchain.encode_data(data)
+    stored = json.loads(written, parse_float=Decimal, parse_int=Decimal)
+    jsonb_text = _as_jsonb_gives_it_back(stored)
+    assert hashchain.decode_stored(jsonb_text) == written
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_text, _json, max_size=6))
+def test_stored_rows_hash_as_written(data: dict[str, object]) -> None:
+    # verify's one-pass content of a row read back equals the content hashed at append
+    fields = _envelope(data)
+    written = hashchain.encode_data(data)
+    stored = json.loads(written, parse_float=Decimal, parse_int=Decimal)
+    as_read = [
+        str(fields["event_id"]),
+        str(fields["stream_id"]),
+        *(fields[k] for k in ("version", "event_type", "schema_version")),
+        hashchain.ts(fields["occurred_at"]),  # type: ignore[arg-type]
+        hashchain.ts(fields["recorded_at"]),  # type: ignore[arg-type]
+        *(fields[k] for k in ("actor_id", "actor_role", "trust_id", "school_urn")),
+        str(fields["correlation_id"]),
+        None,
+        _as_jsonb_gives_it_back(stored),
+    ]
+    assert hashchain.stored_content(*as_read) == hashchain.canonical(**{**fields, "data": written})
+
+
+def test_fractions_and_long_integers_in_jsonb_text_take_the_reference() -> None:
+    # as jsonb writes 1e-07, -3.25e40 and 2**70: plain decimal, which orjson reads as floats
+    for data, text in (
+        ({"x": 1e-07}, '{"x": 0.0000001}'),
+        ({"x": [0.5, -3.25e40]}, '{"x": [0.5, -32500000000000000000000000000000000000000]}'),
+        ({"x": 2**70}, '{"x": 1180591620717411303424}'),
+        ({"x": -(2**63) - 1}, '{"x": -9223372036854775809}'),
+    ):
+        assert hashchain.decode_stored(text) == hashchain._reference(data)
 
 
 def test_numbers_the_fast_encoder_would_write_differently_take_the_reference() -> None:
