@@ -151,23 +151,20 @@ def evolve(state: PupilState, fact: Fact) -> PupilState:
 
 
 def _step(state: PupilState, fact: Fact, event_types: dict[UUID, str]) -> PupilState:
-    data = fact.data
+    # one copy of the state per event: the common changes and this event's together
+    return _with(state, _all_changes(state, fact, event_types))
+
+
+def _all_changes(state: PupilState, fact: Fact, event_types: dict[UUID, str]) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "version": state.version + 1,
         "tenant": fact.tenant,
         "event_types": event_types,
     }
-    # one copy of the state per event: the common changes and this event's together
-    changes.update(_changes(state, fact, data, school_day(fact.occurred_at)))
-    return _copy_with(state, changes)
-
-
-def _copy_with(state: PupilState, changes: dict[str, Any]) -> PupilState:
-    # dataclasses.replace re-reads and re-checks every field; a state is frozen and
-    # its fields are already valid, so a copy of its __dict__ does the same, faster.
+    changes.update(_changes(state, fact, fact.data, school_day(fact.occurred_at)))
     if not changes.keys() <= _FIELDS:
         raise TypeError(f"not fields of PupilState: {sorted(changes.keys() - _FIELDS)}")
-    return _with(state, changes)
+    return changes
 
 
 _T = TypeVar("_T")
@@ -183,6 +180,29 @@ def _with(frozen: _T, changes: dict[str, Any]) -> _T:
 def _changes(state: PupilState, fact: Fact, data: ev.EventData, day: date) -> dict[str, Any]:
     """What ``data`` changes in ``state`` (the fields, with their new values)."""
     match data:
+        # Most of a long history is sessions: their case is tried first.
+        case ev.InterventionSessionRecorded() | ev.InterventionEnded():
+            at = _find(state.interventions, data.intervention_id)
+            if at is None:
+                return {}
+            running = state.interventions[at]
+            if isinstance(data, ev.InterventionSessionRecorded):
+                updated = _with(
+                    running,
+                    {
+                        "sessions": running.sessions + (1 if data.attended else 0),
+                        "minutes_delivered": running.minutes_delivered + data.minutes,
+                    },
+                )
+            else:
+                updated = _with(running, {"ended_on": day, "exit_measure": data.exit_measure})
+            return {
+                "interventions": (
+                    *state.interventions[:at],
+                    updated,
+                    *state.interventions[at + 1 :],
+                )
+            }
         case ev.PupilRegistered():
             return dict(registered=True, on_roll=True, upn=data.upn, year_group=data.year_group)
         case ev.ConcernRaised():
@@ -229,28 +249,6 @@ def _changes(state: PupilState, fact: Fact, data: ev.EventData, day: date) -> di
                 entry_measure=data.entry_measure,
             )
             return dict(interventions=(*state.interventions, started))
-        case ev.InterventionSessionRecorded() | ev.InterventionEnded():
-            at = _find(state.interventions, data.intervention_id)
-            if at is None:
-                return {}
-            running = state.interventions[at]
-            if isinstance(data, ev.InterventionSessionRecorded):
-                updated = _with(
-                    running,
-                    {
-                        "sessions": running.sessions + (1 if data.attended else 0),
-                        "minutes_delivered": running.minutes_delivered + data.minutes,
-                    },
-                )
-            else:
-                updated = _with(running, {"ended_on": day, "exit_measure": data.exit_measure})
-            return {
-                "interventions": (
-                    *state.interventions[:at],
-                    updated,
-                    *state.interventions[at + 1 :],
-                )
-            }
         case ev.ProgressRecorded():
             return {}
         case ev.ParentMeetingHeld():
@@ -355,13 +353,14 @@ def replay(facts: Iterable[Fact], start: PupilState | None = None) -> PupilState
     From ``start`` (a state of this stream's first events), fold the events that
     follow it; they must not correct an event folded into ``start`` (see ``resumable``).
     """
-    state = start or PupilState()
-    # One event-type map for the whole fold, not a copy per event (evolve's copy
-    # makes a long history quadratic); the intermediate states are never seen.
-    types = dict(state.event_types)
+    # The intermediate states are never seen, so the fold changes one private copy in
+    # place (a state is frozen only to its readers) and keeps one event-type map (evolve's
+    # copy per event makes a long history quadratic).
+    types = dict(start.event_types) if start else {}
+    state = _with(start or PupilState(), {"event_types": types})
     for fact in effective(facts):
         types[fact.event_id] = fact.data.event_type  # type: ignore[attr-defined]
-        state = _step(state, fact, types)
+        state.__dict__.update(_all_changes(state, fact, types))
     return state
 
 

@@ -437,6 +437,7 @@ def test_a_replay_resumed_from_a_state_equals_a_whole_replay(script: Script) -> 
         start = replay(facts[:cut])
         if resumable(start, facts[cut:]):
             assert replay(facts[cut:], start=start) == whole
+            assert start == replay(facts[:cut])  # the fold changes its own copy, not start
             resumed += 1
         else:  # only a correction of an already-folded event (or an erasure) forbids it
             assert any(
