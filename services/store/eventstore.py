@@ -421,9 +421,13 @@ class EventStore:
         With ``personal=False`` personal fields are withheld, as on the bus.
         """
         async with self.pool.acquire() as conn:
-            key = await conn.fetchval("SELECT key FROM vault_keys WHERE stream_id = $1", stream_id)
+            key = None
+            if personal:  # withheld needs no key
+                key = await conn.fetchval(
+                    "SELECT key FROM vault_keys WHERE stream_id = $1", stream_id
+                )
             rows = await conn.fetch(
-                f"""{_SELECT} WHERE stream_id = $1 AND version >= $2
+                f"""{_SCAN} WHERE stream_id = $1 AND version >= $2
                      AND ($3::int IS NULL OR version <= $3)
                      AND ($4::timestamptz IS NULL OR recorded_at < $4)
                      AND ($5::timestamptz IS NULL OR occurred_at < $5)
@@ -583,7 +587,7 @@ def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -
     return _Decoder(withhold, {r["stream_id"]: key}).event(r)
 
 
-# The whole-log path reads no prev_hash: a RecordedEvent does not carry it.
+# Reads that only decode leave out prev_hash: a RecordedEvent does not carry it.
 _SCAN = f"SELECT position, {_COLUMNS.removesuffix(', prev_hash, hash')}, hash FROM events"
 # One marker serves for every withheld value (it is frozen, and equal to a fresh one).
 _WITHHELD_VALUE = vault.withheld({})
@@ -613,51 +617,66 @@ class _Decoder:
     def decode(self, rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
         return [self.event(r) for r in rows]
 
-    def _context(self, r: asyncpg.Record) -> dict[str, Any]:
+    def _context(self, stream_id: UUID, event_id: UUID, data: str) -> dict[str, Any]:
         if self.withhold:
             return _WITHHELD
-        if _SEALED not in r["data"]:
+        if _SEALED not in data:
             return _NOTHING_SEALED
-        stream_id = r["stream_id"]
         if stream_id not in self.ciphers:
             self.ciphers[stream_id] = vault.stream_opener(self.keys.get(stream_id), stream_id)
-        return {"open": self.ciphers[stream_id](r["event_id"])}
+        return {"open": self.ciphers[stream_id](event_id)}
 
     def event(self, r: asyncpg.Record) -> RecordedEvent:
-        event_type, stored_version = r["event_type"], r["schema_version"]
+        # Every query decoded here starts with ``position, {_COLUMNS}``: those columns
+        # are unpacked at once, cheaper than a lookup by name each.
+        (
+            position,
+            event_id,
+            stream_id,
+            version,
+            event_type,
+            stored_version,
+            occurred_at,
+            recorded_at,
+            actor_id,
+            actor_role,
+            trust_id,
+            school_urn,
+            correlation_id,
+            causation_id,
+            data,
+        ) = r[:15]
         model = EVENT_TYPES[event_type]
-        context = self._context(r)
+        context = self._context(stream_id, event_id, data)
         if stored_version == model.schema_version:
-            data = model.model_validate_json(r["data"], context=context)
+            payload = model.model_validate_json(data, context=context)
         else:
-            upcasted = upcast(event_type, stored_version, json.loads(r["data"]))
-            data = model.model_validate(upcasted, context=context)
-        actor_key = (r["actor_id"], r["actor_role"])
-        actor = self.actors.get(actor_key)
+            upcasted = upcast(event_type, stored_version, json.loads(data))
+            payload = model.model_validate(upcasted, context=context)
+        actor = self.actors.get((actor_id, actor_role))
         if actor is None:
-            actor = trusted(Actor, {"user_id": actor_key[0], "role": Role(actor_key[1])})
-            self.actors[actor_key] = actor
-        tenant_key = (r["trust_id"], r["school_urn"])
-        tenant = self.tenants.get(tenant_key)
+            actor = trusted(Actor, {"user_id": actor_id, "role": Role(actor_role)})
+            self.actors[actor_id, actor_role] = actor
+        tenant = self.tenants.get((trust_id, school_urn))
         if tenant is None:
-            tenant = trusted(Tenant, {"trust_id": tenant_key[0], "school_urn": tenant_key[1]})
-            self.tenants[tenant_key] = tenant
+            tenant = trusted(Tenant, {"trust_id": trust_id, "school_urn": school_urn})
+            self.tenants[trust_id, school_urn] = tenant
         return trusted(
             RecordedEvent,
             {
-                "event_id": r["event_id"],
-                "stream_id": r["stream_id"],
-                "version": r["version"],
-                "position": r["position"],
+                "event_id": event_id,
+                "stream_id": stream_id,
+                "version": version,
+                "position": position,
                 "schema_version": model.schema_version,
-                "occurred_at": r["occurred_at"],
-                "recorded_at": r["recorded_at"],
+                "occurred_at": occurred_at,
+                "recorded_at": recorded_at,
                 "actor": actor,
                 "tenant": tenant,
-                "correlation_id": r["correlation_id"],
-                "causation_id": r["causation_id"],
-                "data": data,
-                "hash": bytes(r["hash"]).hex(),
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "data": payload,
+                "hash": r["hash"].hex(),
             },
         )
 
