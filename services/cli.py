@@ -217,7 +217,10 @@ def forget(
 @app.command()
 def serve(
     service: Annotated[
-        str, typer.Argument(help="relay | scheduler | register | provision-map | audit | ...")
+        str,
+        typer.Argument(
+            help="relay | public-feed | scheduler | api | register | provision-map | audit | ..."
+        ),
     ],
     partitions: Annotated[
         str | None, typer.Option("--partitions", help="Only these partitions, e.g. 0,1")
@@ -228,6 +231,9 @@ def serve(
 
     if service == "relay":
         _run(services.serve_relay)
+        return
+    if service == "public-feed":
+        _run(services.serve_public_feed)
         return
     if service == "scheduler":
         _run(services.serve_scheduler)

@@ -1,17 +1,20 @@
 """The relay: tail the event store and publish every event to RabbitMQ, in order, once confirmed.
 
-Each event goes out twice: in a page of events to the projections (see
-``bus.pages``) and on its own to the public feed downstream systems bind to.
+There are two feeds, each a relay of its own (``Feed``): pages of events for
+the projections (see ``bus.pages``; ``senflow serve relay``, checkpoint "main")
+and one message per event for downstream systems (``senflow serve
+public-feed``, checkpoint "public").
 
 The events table is the outbox: an event exists once committed, and the relay
 carries it to the bus afterwards, so there is no window where a write reaches
 one and not the other. The relay publishes each batch with publisher confirms
-(persistent, mandatory, returns raised) and moves its checkpoint only after
-every message of the batch was confirmed. A crash or a broker outage means the
-batch is published again: consumers drop the duplicates by event id / version.
+(persistent; pages mandatory, returns raised) and moves its checkpoint only
+after every message of the batch was confirmed. A crash or a broker outage
+means the batch is published again: consumers drop the duplicates by event id
+/ version.
 
-One relay is active at a time: it holds a PostgreSQL session advisory lock on a
-connection of its own. A second instance waits on that lock as a standby; when
+One relay of a name is active at a time: it holds a PostgreSQL session
+advisory lock on a connection of its own. A second instance waits on that lock as a standby; when
 the active one dies its session ends, the lock is released and the standby
 takes over from the shared checkpoint.
 """
@@ -22,12 +25,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from enum import StrEnum
 
 import aio_pika
 import asyncpg
 import structlog
 from aiormq.exceptions import AMQPError
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitBroker, RabbitExchange
 from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
@@ -76,20 +80,63 @@ def event_message(e: RecordedEvent, body: bytes) -> aio_pika.Message:
     )
 
 
-async def publish(
-    broker: RabbitBroker, topology: Topology, events: Sequence[RecordedEvent]
-) -> None:
-    """Publish events in pages to the projections and one by one to the public feed;
-    returns once the broker confirmed every message.
+class Feed(StrEnum):
+    """What a relay publishes. Each feed is its own relay (its own checkpoint and
+    leader), so a slow or busy public feed never holds up the projections."""
+
+    PAGES = "pages"  # the projections: pages of events per partition, mandatory
+    EVENTS = "events"  # the public feed: one message per event, for downstream systems
+
+
+# Each feed's relay name, which names its checkpoint and its leader lock.
+RELAY_NAMES = {Feed.PAGES: "main", Feed.EVENTS: "public"}
+
+Outgoing = tuple[RabbitExchange, aio_pika.Message, str, bool]  # exchange, message, key, mandatory
+
+
+def outgoing(feed: Feed, topology: Topology, events: Sequence[RecordedEvent]) -> list[Outgoing]:
+    """The messages that carry ``events`` on ``feed``, in the order they must leave.
 
     Pages are mandatory: a page no queue takes (the projections' queues deleted)
     comes back and fails the batch, so nothing moves past it. The public feed is
     not: downstream systems come and go, and the store keeps every event for a
     subscriber that binds later to catch up from.
+    """
+    bodies = [e.model_dump_json().encode() for e in events]
+    if feed is Feed.EVENTS:
+        return [
+            (
+                topology.events,
+                event_message(e, body),
+                routing_key(e.event_type, e.tenant.trust_id, e.tenant.school_urn),
+                False,
+            )
+            for e, body in zip(events, bodies, strict=True)
+        ]
+    if not topology.services:
+        return []
+    return [
+        (
+            topology.pages,
+            page_message(partition, [events[i] for i in page], [bodies[i] for i in page]),
+            str(partition),
+            True,
+        )
+        for partition, page in cut(topology, events)
+    ]
+
+
+async def publish(
+    broker: RabbitBroker,
+    topology: Topology,
+    events: Sequence[RecordedEvent],
+    feed: Feed = Feed.PAGES,
+) -> None:
+    """Publish events on ``feed`` in order; returns once the broker confirmed every message.
 
     Waiting for each confirm before sending the next message would cap the
     relay at one broker round trip (a quorum-queue commit) per message. So the
-    first message goes alone (the channel and the exchanges are then ready and
+    first message goes alone (the channel and the exchange are then ready and
     cached) and the rest are sent without waiting for each other's confirm:
     each publish takes the channel's lock (FIFO) in the order its task was
     created and writes its frames before releasing it, so the messages leave
@@ -97,37 +144,27 @@ async def publish(
     are cancelled and the batch is retried whole (the checkpoint has not
     moved); consumers drop duplicates and fill gaps from the store.
     """
-    if not events:
+    messages = outgoing(feed, topology, events)
+    if not messages:
         return
-    public = await broker.declare_exchange(topology.events)
-    bodies = [e.model_dump_json().encode() for e in events]
-    sends: list[tuple[aio_pika.abc.AbstractExchange, aio_pika.Message, str, bool]] = []
-    if topology.services:
-        pages = await broker.declare_exchange(topology.pages)
-        for partition, page in cut(topology, events):
-            message = page_message(partition, [events[i] for i in page], [bodies[i] for i in page])
-            sends.append((pages, message, str(partition), True))
-    for e, body in zip(events, bodies, strict=True):
-        key = routing_key(e.event_type, e.tenant.trust_id, e.tenant.school_urn)
-        sends.append((public, event_message(e, body), key, False))
     if log.is_enabled_for(logging.DEBUG):  # building the fields costs, even unlogged
         for e in events:
             log.debug(
                 "event_publishing",
+                feed=feed.value,
                 event_id=str(e.event_id),
                 correlation_id=str(e.correlation_id),
                 position=e.position,
             )
+    exchange = await broker.declare_exchange(messages[0][0])
 
-    async def send(
-        exchange: aio_pika.abc.AbstractExchange, m: aio_pika.Message, key: str, mandatory: bool
-    ) -> None:
+    async def send(m: aio_pika.Message, key: str, mandatory: bool) -> None:
         # Straight to aio-pika on the broker's confirming channel: FastStream's publish
         # path (middlewares, per-call option handling) cost more than the publish itself.
         await exchange.publish(m, routing_key=key, mandatory=mandatory)
 
-    await send(*sends[0])
-    tasks = [asyncio.ensure_future(send(*s)) for s in sends[1:]]
+    await send(*messages[0][1:])
+    tasks = [asyncio.ensure_future(send(*m[1:])) for m in messages[1:]]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -148,9 +185,11 @@ class Relay:
         batch: int = 500,
         idle_wait: float = 0.5,
         start_position: int = 0,
+        feed: Feed = Feed.PAGES,
     ) -> None:
         self.store, self.dsn, self.amqp_url, self.topology = store, dsn, amqp_url, topology
         self.name, self.batch, self.idle_wait = name, batch, idle_wait
+        self.feed = feed
         self.start_position = start_position  # where a relay of a new name begins
         self.is_leader = asyncio.Event()
         self.published = 0
@@ -234,7 +273,7 @@ class Relay:
         if not events:
             RELAY_LAG.set(0)
             return 0
-        await publish(broker, self.topology, events)
+        await publish(broker, self.topology, events, self.feed)
         # Only confirmed events move the checkpoint; a crash before this line
         # republishes the batch, which consumers recognise as duplicates.
         await lock.execute(

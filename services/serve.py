@@ -1,8 +1,10 @@
 """Long-running services: the relay and the projection consumers, each its own process.
 
-``senflow serve relay`` and ``senflow serve register|provision-map|audit`` run
-these until SIGTERM or SIGINT, then stop gracefully: consumers finish and
-acknowledge the batch in hand, the relay stops after its current batch.
+``senflow serve relay`` (the projections' feed), ``senflow serve public-feed``
+(one message per event for downstream systems) and ``senflow serve
+register|provision-map|audit|compliance`` run these until SIGTERM or SIGINT,
+then stop gracefully: consumers finish and acknowledge the batch in hand, a
+relay stops after its current batch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from senflow.projections.consumer import build_consumer
 from senflow.services.application import SenflowService
 from senflow.services.bus.topology import Topology
 from senflow.services.metrics import DEAD_LETTERS, PROJECTION_LAG, every, serve_metrics
-from senflow.services.relay import Relay
+from senflow.services.relay import RELAY_NAMES, Feed, Relay
 from senflow.services.scheduler import Scheduler
 from senflow.services.settings import Settings
 from senflow.services.store.db import create_pool
@@ -42,17 +44,36 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def serve_relay(settings: Settings) -> None:
+async def serve_relay(settings: Settings, feed: Feed = Feed.PAGES) -> None:
     stop = _stop_on_signals()
     serve_metrics(settings.metrics_port)
     pool = await create_pool(settings.database_url, max_size=4)
     try:
+        # A public feed started beside an older relay that published both begins where
+        # that one is, not at the start of history (a fresh install starts at 0 anyway).
+        start = 0
+        if feed is Feed.EVENTS:
+            async with pool.acquire() as conn:
+                start = await conn.fetchval(
+                    "SELECT position FROM relay_checkpoint WHERE name = $1",
+                    RELAY_NAMES[Feed.PAGES],
+                )
         relay = Relay(
-            EventStore(pool), settings.database_url, settings.amqp_url, topology_from(settings)
+            EventStore(pool),
+            settings.database_url,
+            settings.amqp_url,
+            topology_from(settings),
+            name=RELAY_NAMES[feed],
+            start_position=start or 0,
+            feed=feed,
         )
         await relay.run(stop)
     finally:
         await pool.close()
+
+
+async def serve_public_feed(settings: Settings) -> None:
+    await serve_relay(settings, Feed.EVENTS)
 
 
 async def serve_scheduler(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""One look at every part: store head, relay checkpoint, each projection's position and lag."""
+"""One look at every part: store head, relay and public-feed checkpoints, each projection's lag."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncpg
 
 from senflow.projections.catalogue import PROJECTIONS
 from senflow.services.bus.topology import Topology
+from senflow.services.relay import RELAY_NAMES, Feed
 
 
 async def status(
@@ -22,7 +23,12 @@ async def status(
 ) -> dict[str, Any]:
     async with pool.acquire() as conn:
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        relay = await conn.fetchval("SELECT position FROM relay_checkpoint WHERE name = 'main'")
+        relay = await conn.fetchval(
+            "SELECT position FROM relay_checkpoint WHERE name = $1", RELAY_NAMES[Feed.PAGES]
+        )
+        feed = await conn.fetchval(
+            "SELECT position FROM relay_checkpoint WHERE name = $1", RELAY_NAMES[Feed.EVENTS]
+        )
         projections = {}
         for name, projection in PROJECTIONS.items():
             exists = await conn.fetchval("SELECT to_regclass($1)", f"{projection.schema}.docs")
@@ -63,6 +69,7 @@ async def status(
         "store": {"head_position": head},
         "api": {"url": f"http://{api_host}:{api_port}", "state": api},
         "relay": {"position": relay, "lag": None if relay is None else head - relay},
+        "public_feed": {"position": feed, "lag": None if feed is None else head - feed},
         "projections": projections,
         "broker": broker,
     }
@@ -74,11 +81,12 @@ def render(report: dict[str, Any]) -> str:
     def lag(value: Any) -> str:
         return "-" if value is None else ("ok" if value == 0 else f"{value} behind")
 
-    relay = report["relay"]
+    relay, feed = report["relay"], report["public_feed"]
     broker = report["broker"]
     lines = [
         f"store      head position {report['store']['head_position']}",
         f"relay      position {relay['position']}  {lag(relay['lag'])}",
+        f"feed       position {feed['position']}  {lag(feed['lag'])}  (public, one per event)",
         f"broker     {'reachable' if broker['reachable'] else 'UNREACHABLE'}",
         f"api        {report['api']['state']}  {report['api']['url']}",
         "projections:",

@@ -1,6 +1,6 @@
 """Run every senflow service as a child process under one supervisor.
 
-``senflow supervise`` starts the relay, the scheduler, each projection's
+``senflow supervise`` starts the relay, the public feed, the scheduler, each projection's
 consumer and (when asked) the HTTP API, each as ``senflow serve <name>``
 with its output in ``<logs>/<name>.log``. A child that dies is started again
 after a growing pause (reset once it has run for a minute); SIGTERM or SIGINT
@@ -23,7 +23,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-CORE = ("relay", "scheduler", "register", "provision-map", "audit", "compliance")
+CORE = ("relay", "public-feed", "scheduler", "register", "provision-map", "audit", "compliance")
 
 
 @dataclass

@@ -119,6 +119,12 @@ async def _caught_up(dsn: str) -> dict[str, int]:
                       LEFT JOIN {projection.schema}.docs d USING (stream_id)
                      WHERE s.version > 0 AND coalesce(d.version, 0) <> s.version"""
             )
+        # and the relays: events not yet on their feed
+        for name, lag in await conn.fetch(
+            """SELECT name, (SELECT coalesce(max(position), 0) FROM events) - position
+                 FROM relay_checkpoint"""
+        ):
+            behind[f"relay {name}"] = lag
         return behind
     finally:
         await conn.close()
@@ -158,7 +164,7 @@ async def _equal_to_rebuild(dsn: str) -> dict[str, bool]:
 def test_pipeline_survives_repeated_sigkill_and_matches_a_rebuild(deployment, tmp_path):
     env, services = deployment
     dsn = env["SENFLOW_DATABASE_URL"]
-    for name in ("relay", *PROJECTIONS):
+    for name in ("relay", "public-feed", *PROJECTIONS):
         services.start(name)
 
     pupils = [uuid.uuid4() for _ in range(PUPILS)]
@@ -209,6 +215,7 @@ def test_pipeline_survives_repeated_sigkill_and_matches_a_rebuild(deployment, tm
     status = json.loads(senflow(env, "status", "--json").stdout)
     assert all(p["lag"] == 0 for p in status["projections"].values())
     assert status["relay"]["lag"] == 0
+    assert status["public_feed"]["lag"] == 0
     assert status["broker"]["dead_letters"] == {name: 0 for name in PROJECTIONS}
 
 

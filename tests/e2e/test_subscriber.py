@@ -13,6 +13,7 @@ import aio_pika
 import pytest
 
 from senflow.services.application import SenflowService
+from senflow.services.relay import Feed
 from senflow.services.scheduler import Scheduler
 from senflow.services.workflow.calendar import SCHOOL_TZ
 from senflow.services.workflow.commands import parse_command
@@ -106,7 +107,7 @@ async def test_example_subscriber_gets_its_trusts_review_due_events_only(store, 
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with running_relay(store, migrated, topology):
+        async with running_relay(store, migrated, topology, feed=Feed.EVENTS):
             # the subscriber declares its queue on start; wait until it says so
             ready = await asyncio.wait_for(sub.stdout.readline(), 30)
             assert json.loads(ready)["ready"] is True

@@ -16,7 +16,7 @@ import asyncpg
 from senflow.projections.base import Projection
 from senflow.projections.consumer import ConsumerService, build_consumer
 from senflow.services.bus.topology import Topology, remove
-from senflow.services.relay import Relay
+from senflow.services.relay import Feed, Relay
 from senflow.services.store.eventstore import EventStore
 
 AMQP_URL = os.environ.get("SENFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -49,17 +49,23 @@ async def eventually(
 
 @asynccontextmanager
 async def running_relay(
-    store: EventStore, dsn: str, topology: Topology, name: str | None = None
+    store: EventStore,
+    dsn: str,
+    topology: Topology,
+    name: str | None = None,
+    feed: Feed = Feed.PAGES,
 ) -> AsyncIterator[Relay]:
-    """A relay of its own name starting at the store's head: it publishes this test's events."""
+    """A relay of its own name starting at the store's head: it publishes this test's events
+    (in pages to the projections, or with ``Feed.EVENTS`` one by one to the public feed)."""
     relay = Relay(
         store,
         dsn,
         AMQP_URL,
         topology,
-        name=name or topology.prefix,
+        name=name or f"{topology.prefix}.{feed.value}",
         idle_wait=0.05,
         start_position=await store.head_position(),
+        feed=feed,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))

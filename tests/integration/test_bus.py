@@ -19,7 +19,7 @@ from senflow.projections.rebuild import rebuild
 from senflow.projections.tables import snapshot
 from senflow.services.bus.deadletters import list_dead_letters, replay_dead_letters
 from senflow.services.bus.pages import page_message
-from senflow.services.relay import Relay, message_headers
+from senflow.services.relay import Feed, Relay, message_headers
 from senflow.services.store.eventstore import EventStore
 from tests.integration.bus import (
     AMQP_URL,
@@ -92,7 +92,7 @@ async def test_relay_publishes_every_event_with_its_contract(store, pool, migrat
     tap = await channel.declare_queue(exclusive=True)
     await tap.bind(events, routing_key="#")
     try:
-        async with running_relay(store, migrated, topology):
+        async with running_relay(store, migrated, topology, feed=Feed.EVENTS):
             pupil = uuid.uuid4()
             result = await store.append(pupil, [new_event(registered()), new_event(concern())], 0)
             got = []
@@ -312,7 +312,7 @@ async def test_the_public_feed_does_not_wait_for_subscribers(store, pool, migrat
     """No projection and no downstream queue: the relay carries on (the store keeps all)."""
     bare = unique_topology([], partitions=1)
     try:
-        async with running_relay(store, migrated, bare) as relay:
+        async with running_relay(store, migrated, bare, feed=Feed.EVENTS) as relay:
             await asyncio.wait_for(relay.is_leader.wait(), 10)
             await store.append(uuid.uuid4(), [new_event(registered())], 0)
             await eventually(lambda: _published(relay), what="the event relayed")
