@@ -54,7 +54,7 @@ class Chunk:
         stream = StreamRows(stream_id, key, self.recorded_at)
         last_hash: bytes | None = None
         for version, e in enumerate(events, start=1):
-            row = stream.row(version, e, last_hash)
+            row = stream.raw_row(version, e, last_hash)
             last_hash = row[-1]
             self._copy.add(row)
         assert last_hash is not None, "a stream has at least one event"
@@ -90,11 +90,11 @@ _TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _LENGTH = struct.Struct(">i")
 _UUID = struct.Struct(">i16s")
-_ROW_START = struct.Struct(">hi16s")  # 16 fields, then the event id
-_VERSION = struct.Struct(">ii")
-_SCHEMA_AND_MOMENT = struct.Struct(">ihiq")  # int2, then microseconds since 2000-01-01 UTC
-_MOMENT = struct.Struct(">iq")
+_ROW_START = struct.Struct(">hi16si16sii")  # 16 fields; event id, stream id, version
+_SCHEMA = struct.Struct(">ih")  # int2
+_MOMENT = struct.Struct(">iq")  # microseconds since 2000-01-01 UTC
 _JSONB = struct.Struct(">ib")  # then the JSON text; 1 is jsonb's binary format version
+_HASH = struct.Struct(">i32s")  # a SHA-256 digest
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -109,8 +109,23 @@ def _moment(value: datetime, fold: int) -> int:
     return _micros(value)
 
 
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _LENGTH.pack(len(raw)) + raw
+
+
+@functools.lru_cache(maxsize=1024)
+def _type(event_type: str, schema_version: int) -> bytes:
+    return _text(event_type) + _SCHEMA.pack(2, schema_version)
+
+
+@functools.lru_cache(maxsize=4096)
+def _who(actor_id: str, actor_role: str, trust_id: str, school_urn: str) -> bytes:
+    return _text(actor_id) + _text(actor_role) + _text(trust_id) + _text(school_urn)
+
+
 class _CopyWriter:
-    """Rows as ``StreamRows.row`` gives them, in the ``events`` table's column types.
+    """Rows as ``StreamRows.raw_row`` gives them, in the ``events`` table's column types.
 
     Per row this is Python's own work, so what repeats is encoded once: the
     stream id (rows come stream by stream), the moment recorded (one per
@@ -120,23 +135,15 @@ class _CopyWriter:
     def __init__(self, recorded_at: datetime) -> None:
         self._parts = [_HEADER]
         self._recorded = _MOMENT.pack(8, _micros(recorded_at))
-        self._texts: dict[str, bytes] = {}
         self._stream: tuple[UUID | None, bytes] = (None, b"")
         self.rows = 0
-
-    def _text(self, value: str) -> bytes:
-        encoded = self._texts.get(value)
-        if encoded is None:
-            raw = value.encode()
-            encoded = self._texts[value] = _LENGTH.pack(len(raw)) + raw
-        return encoded
 
     def add(self, row: tuple[Any, ...]) -> None:
         (event_id, stream_id, version, event_type, schema_version, occurred_at, _recorded,
          actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data,
          prev_hash, digest) = row  # fmt: skip
         if stream_id is not self._stream[0]:
-            self._stream = (stream_id, _UUID.pack(16, stream_id.bytes))
+            self._stream = (stream_id, stream_id.bytes)
         correlation = _UUID.pack(16, correlation_id.bytes)
         if causation_id is None:
             causation = _NULL
@@ -144,25 +151,18 @@ class _CopyWriter:
             causation = correlation
         else:
             causation = _UUID.pack(16, causation_id.bytes)
-        data = data.encode()
-        text = self._text
         self._parts += (
-            _ROW_START.pack(16, 16, event_id.bytes),
-            self._stream[1],
-            _VERSION.pack(4, version),
-            text(event_type),
-            _SCHEMA_AND_MOMENT.pack(2, schema_version, 8, _moment(occurred_at, occurred_at.fold)),
+            _ROW_START.pack(16, 16, event_id.bytes, 16, self._stream[1], 4, version),
+            _type(event_type, schema_version),
+            _MOMENT.pack(8, _moment(occurred_at, occurred_at.fold)),
             self._recorded,
-            text(actor_id),
-            text(actor_role),
-            text(trust_id),
-            text(school_urn),
+            _who(actor_id, actor_role, trust_id, school_urn),
             correlation,
             causation,
             _JSONB.pack(len(data) + 1, 1),
             data,
-            _NULL if prev_hash is None else _LENGTH.pack(len(prev_hash)) + prev_hash,
-            _LENGTH.pack(len(digest)) + digest,
+            _NULL if prev_hash is None else _HASH.pack(32, prev_hash),
+            _HASH.pack(32, digest),
         )
         self.rows += 1
 

@@ -23,11 +23,12 @@ from uuid import UUID
 
 import orjson
 
-# A float or an integer beyond 64 bits somewhere in the JSON: orjson formats or
-# reads those differently from json. A number follows ":", "[" or "," (and a
-# space, as jsonb writes it); the same pattern inside a string is a harmless
-# false alarm that costs only speed.
-_NOT_PLAIN = re.compile(rb"[:\[,] ?-?\d+[.eE]|[:\[,] ?-?\d{19}")
+# A float somewhere in orjson's output: json writes some differently (87.0 must be
+# 87, 1e-07 not 1e-7). In orjson's compact output a number follows ":", "[" or ","
+# and a float has a "." or an exponent; the same pattern inside a string is a
+# harmless false alarm that costs only speed. (An integer beyond 64 bits makes
+# orjson raise; below that it writes integers as json does.)
+_FLOAT = re.compile(rb"[:\[,]-?\d+[.eE]")
 
 
 def _normalise(value: Any) -> Any:
@@ -35,6 +36,10 @@ def _normalise(value: Any) -> Any:
     # shortest repr), and it may come back as an int (1e23 reads back as 10**23)
     # or a float: both sides are brought to that decimal, integral ones as ints.
     if isinstance(value, float):
+        if not value.is_integer():
+            return value  # a fraction's shortest decimal is never a whole number
+        if -(2**53) < value < 2**53:
+            return int(value)  # exact: the decimal is the digits before ".0"
         decimal = Decimal(repr(value))
         return int(decimal) if decimal == decimal.to_integral_value() else value
     if isinstance(value, dict):
@@ -55,7 +60,7 @@ def _fast(data: Any) -> bytes | None:
         encoded = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits
         return None
-    return None if _NOT_PLAIN.search(encoded) else encoded
+    return None if _FLOAT.search(encoded) else encoded
 
 
 def encode_data(data: dict[str, Any]) -> bytes:

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from senflow.events.catalogue import current_version
 from senflow.events.envelope import NewEvent
 from senflow.services.store import hashchain, vault
@@ -30,16 +32,46 @@ def moment_text(moment: datetime, fold: int) -> str:
     return hashchain.ts(moment)
 
 
+@functools.lru_cache(maxsize=4096)
+def _moment_json(moment: datetime, fold: int) -> bytes:
+    return b'"%s"' % moment_text(moment, fold).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _json(*values: str) -> bytes:
+    """A string (or a pair, as a list) as JSON: actors, tenants and types are few."""
+    return orjson.dumps(values[0] if len(values) == 1 else list(values))
+
+
+# ``hashchain.canonical``'s bytes, written straight: its keys are fixed and sorted, so
+# the layout is too (equal byte for byte, tested). The stream's own parts (recorded_at,
+# stream_id) are filled in once per stream; neither holds a "%".
+_CONTENT_HEAD = (
+    b'{"actor":%s,"causation_id":%s,"correlation_id":"%s","data":%s,"event_id":"%s",'
+    b'"event_type":%s,"occurred_at":%s,"recorded_at":"'
+)
+_CONTENT_MIDDLE = b'","schema_version":%d,"stream_id":"'
+_CONTENT_TAIL = b'","tenant":%s,"version":%d}'
+
+
 class StreamRows:
     def __init__(self, stream_id: UUID, key: bytes, recorded_at: datetime) -> None:
         self.stream_id = stream_id
         self.recorded_at = recorded_at
-        self._sid = str(stream_id)
-        self._recorded = hashchain.ts(recorded_at)
-        self._sealer = vault.stream_sealer(key, self._sid)
+        sid = str(stream_id)
+        recorded = hashchain.ts(recorded_at).encode()
+        self._content = _CONTENT_HEAD + recorded + _CONTENT_MIDDLE + sid.encode() + _CONTENT_TAIL
+        self._sealer = vault.stream_sealer(key, sid)
+        self._correlation: tuple[UUID | None, bytes] = (None, b"")
 
     def row(self, version: int, e: NewEvent, prev_hash: bytes | None) -> tuple[Any, ...]:
         """The row of the event at ``version``, in ``_COLUMNS`` order (data as JSON text)."""
+        row = self.raw_row(version, e, prev_hash)
+        return (*row[:13], row[13].decode(), *row[14:])
+
+    def raw_row(self, version: int, e: NewEvent, prev_hash: bytes | None) -> tuple[Any, ...]:
+        """``row`` with the data as the canonical JSON bytes (as COPY's binary format takes
+        them: no text to encode again)."""
         event_id = str(e.event_id)
         data = hashchain.encode_data(
             e.data.model_dump(
@@ -51,25 +83,28 @@ class StreamRows:
         actor, tenant = e.actor, e.tenant
         role = actor.role.value
         correlation_id, causation_id = e.correlation_id, e.causation_id
-        correlation = str(correlation_id)
-        # A command's events are caused by it and mostly correlated to it too:
-        # the same id, turned into text once.
-        causation = correlation if causation_id is correlation_id else causation_id
-        content = hashchain.canonical(
-            event_id=event_id,
-            stream_id=self._sid,
-            version=version,
-            event_type=event_type,
-            schema_version=schema_version,
-            occurred_at=moment_text(e.occurred_at, e.occurred_at.fold),
-            recorded_at=self._recorded,
-            actor_id=actor.user_id,
-            actor_role=role,
-            trust_id=tenant.trust_id,
-            school_urn=tenant.school_urn,
-            correlation_id=correlation,
-            causation_id=causation,
-            data=data,
+        # A command's events share their correlation id (and are mostly caused by the
+        # same id): turned into text once.
+        if correlation_id is not self._correlation[0]:
+            self._correlation = (correlation_id, str(correlation_id).encode())
+        correlation = self._correlation[1]
+        if causation_id is None:
+            causation = b"null"
+        elif causation_id is correlation_id:
+            causation = b'"%s"' % correlation
+        else:
+            causation = b'"%s"' % str(causation_id).encode()
+        content = self._content % (
+            _json(actor.user_id, role),
+            causation,
+            correlation,
+            data,
+            event_id.encode(),
+            _json(event_type),
+            _moment_json(e.occurred_at, e.occurred_at.fold),
+            schema_version,
+            _json(tenant.trust_id, tenant.school_urn),
+            version,
         )
         return (
             e.event_id,
@@ -85,7 +120,7 @@ class StreamRows:
             tenant.school_urn,
             correlation_id,
             causation_id,
-            data.decode(),
+            data,
             prev_hash,
             hashchain.chain(prev_hash, content),
         )

@@ -1,14 +1,21 @@
-"""Row building for bulk import: remembered moments stay exact."""
+"""Row building for bulk import: remembered moments stay exact, content hashes as defined."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import uuid
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from senflow.services.store import bulk, hashchain
-from senflow.services.store.rows import moment_text
+from senflow.events import catalogue as ev
+from senflow.events.envelope import Actor, NewEvent, Role, Tenant, trusted
+from senflow.services.store import bulk, hashchain, vault
+from senflow.services.store.eventstore import _COLUMN_NAMES
+from senflow.services.store.rows import StreamRows, moment_text
 
 pytestmark = pytest.mark.unit
 
@@ -23,3 +30,44 @@ def test_remembered_moments_tell_the_repeated_hour_apart():
         assert moment_text(moment, moment.fold) == hashchain.ts(moment)
         assert bulk._moment(moment, moment.fold) == bulk._micros(moment)
     assert moment_text(first, 0) != moment_text(second, 1)
+
+
+_odd_text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(actor=_odd_text, trust=_odd_text, urn=_odd_text, fold=st.integers(0, 1))
+def test_rows_hash_the_reference_content(actor: str, trust: str, urn: str, fold: int) -> None:
+    # StreamRows writes the canonical bytes straight into their fixed layout; they must
+    # equal the reference definition's whatever the text (quotes, escapes, non-ASCII).
+    stream_id, command = uuid.uuid4(), uuid.uuid4()
+    occurred = datetime(2025, 10, 26, 1, 30, fold=fold, tzinfo=ZoneInfo("Europe/London"))
+    events = [
+        trusted(
+            NewEvent,
+            {
+                "event_id": uuid.uuid4(),
+                "data": data,
+                "occurred_at": occurred,
+                "actor": Actor.model_construct(user_id=actor, role=Role.SENCO),
+                "tenant": Tenant.model_construct(trust_id=trust, school_urn=urn),
+                "correlation_id": command,
+                "causation_id": cause,
+            },
+        )
+        for data, cause in (
+            (ev.ConcernRaised(source=ev.ConcernSource.PARENT, description='Ann\'s "words"'), None),
+            (ev.ConcernRaised(source=ev.ConcernSource.PARENT, description="x"), command),
+            (ev.ConcernRaised(source=ev.ConcernSource.PARENT, description="y"), uuid.uuid4()),
+        )
+    ]
+    recorded = datetime(2026, 3, 1, 9, 31, 0, 5, tzinfo=UTC)
+    stream = StreamRows(stream_id, vault.new_key(), recorded)
+    prev = None
+    for version, e in enumerate(events, start=1):
+        row = stream.row(version, e, prev)
+        content = hashchain.reference_canonical(
+            **dict(zip(_COLUMN_NAMES[:13], row[:13], strict=True)), data=json.loads(row[13])
+        )
+        assert row[-1] == hashchain.chain(prev, content)
+        prev = row[-1]
