@@ -28,7 +28,7 @@ from senflow.projections.base import Doc, Projection, fold
 from senflow.services.auditing import replay as replay_mod
 from senflow.services.auditing.evidence import build_pack
 from senflow.services.store.eventstore import EventStore
-from senflow.services.store.verify import verify
+from senflow.services.store.verify import VerifyReport, read_verified, verify
 from senflow.services.workflow.calendar import school_day
 
 log = structlog.get_logger(__name__)
@@ -87,25 +87,28 @@ async def replay_pupil(
     return doc
 
 
-async def verification(pool: Any, pupil_id: UUID) -> Doc:
-    """The pupil's hash-chain result, with the last hash and when it was checked."""
-    report = await verify(pool, pupil_id)
-    async with pool.acquire() as conn:
-        head = await conn.fetchval("SELECT last_hash FROM streams WHERE stream_id = $1", pupil_id)
+def _chain_doc(report: VerifyReport, head_hash: bytes | None) -> Doc:
     return {
         "ok": report.ok,
         "events": report.events,
         "breaks": [b.describe() for b in report.breaks],
-        "head_hash": bytes(head).hex() if head else None,
+        "head_hash": bytes(head_hash).hex() if head_hash else None,
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+async def verified_events(pool: Any, pupil_id: UUID) -> tuple[list[RecordedEvent], Doc]:
+    """The pupil's events (personal data open) and their hash-chain result, from one read."""
+    events, report = await read_verified(pool, pupil_id)
+    if not events:
+        raise LookupError(f"no pupil {pupil_id}")
+    return events, _chain_doc(report, report.head_hash)
 
 
 async def evidence_pack(
     store: EventStore, pool: Any, pupil_id: UUID, on: date, generated_at: datetime | None = None
 ) -> Doc:
-    events = await pupil_events(store, pupil_id)
-    checked = await verification(pool, pupil_id)
+    events, checked = await verified_events(pool, pupil_id)
     pack = build_pack(events, checked, on, generated_at or datetime.now(UTC))
     log.info(
         "evidence_pack_built",
@@ -119,7 +122,7 @@ async def evidence_pack(
 
 async def sar_material(store: EventStore, pool: Any, pupil_id: UUID) -> Doc:
     """What a subject access export needs: events, held read models, vault status, chain."""
-    events = await pupil_events(store, pupil_id)
+    events, checked = await verified_events(pool, pupil_id)
     held: dict[str, Doc] = {}
     async with pool.acquire() as conn:
         for projection in READ_MODELS:
@@ -152,7 +155,7 @@ async def sar_material(store: EventStore, pool: Any, pupil_id: UUID) -> Doc:
             if vault and vault["destroyed_at"]
             else None,
         },
-        "verification": await verification(pool, pupil_id),
+        "verification": checked,
     }
 
 

@@ -41,7 +41,7 @@ from senflow.events.catalogue import EVENT_TYPES, PupilTransferred
 from senflow.events.envelope import Actor, NewEvent, RecordedEvent, Role, Tenant, trusted
 from senflow.events.personal import SEALED_KEY
 from senflow.events.upcasting import upcast
-from senflow.services.store import bulk, hashchain, vault
+from senflow.services.store import bulk, vault
 from senflow.services.store.rows import StreamRows
 
 log = structlog.get_logger(__name__)
@@ -564,24 +564,16 @@ def _row(
     return StreamRows(stream_id, key, recorded_at).row(version, e, prev_hash)
 
 
-def row_content(r: asyncpg.Record | dict[str, Any]) -> bytes:
-    """The canonical bytes of a stored row, as its hash was computed at append."""
-    return hashchain.canonical(
-        event_id=r["event_id"],
-        stream_id=r["stream_id"],
-        version=r["version"],
-        event_type=r["event_type"],
-        schema_version=r["schema_version"],
-        occurred_at=r["occurred_at"],
-        recorded_at=r["recorded_at"],
-        actor_id=r["actor_id"],
-        actor_role=r["actor_role"],
-        trust_id=r["trust_id"],
-        school_urn=r["school_urn"],
-        correlation_id=r["correlation_id"],
-        causation_id=r["causation_id"],
-        data=hashchain.decode_stored(r["data"]),
-    )
+# The columns ``decode_stream`` needs first in each row (others may follow).
+ROW_COLUMNS = f"position, {_COLUMNS}"
+
+
+def decode_stream(
+    stream_id: UUID, rows: Sequence[asyncpg.Record], key: bytes | None, personal: bool = True
+) -> list[RecordedEvent]:
+    """One pupil's rows (``ROW_COLUMNS`` first) as ``read_stream`` gives them, for
+    readers that fetched them themselves."""
+    return _Decoder(not personal, {stream_id: key}).decode(rows)
 
 
 def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -> RecordedEvent:

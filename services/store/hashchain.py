@@ -107,7 +107,9 @@ def decode_stored(text: str) -> bytes:
 
 
 def ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.tzinfo is not UTC:  # the database gives moments in UTC already
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def canonical(

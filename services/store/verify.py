@@ -3,6 +3,9 @@
 A row changed behind the database's back (the append-only trigger disabled,
 a restore from a doctored dump) no longer matches its hash; a row removed
 leaves a gap in the versions or a head that points past the last event.
+
+``read_verified`` is for readers that want a pupil's history and its check
+together (an evidence pack): both come from one fetch of the rows.
 """
 
 from __future__ import annotations
@@ -12,11 +15,23 @@ from uuid import UUID
 
 import asyncpg
 
+from senflow.events.envelope import RecordedEvent
 from senflow.services.store import hashchain
+from senflow.services.store.eventstore import ROW_COLUMNS, decode_stream
 
 # Moments as the hash has them (hashchain.ts), formatted by the server: cheaper than
-# building a datetime per row only to print it again.
+# formatting datetimes here.
 _UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+_MOMENTS = f"{_UTC_TEXT.format('occurred_at')}, {_UTC_TEXT.format('recorded_at')}"
+# A pupil's rows as events are decoded from them (ROW_COLUMNS), then the moments as text.
+_DECODE_AND_CHECK = f"""SELECT {ROW_COLUMNS}, {_MOMENTS}
+                          FROM events WHERE stream_id = $1 ORDER BY version"""
+# The same places, without the columns only decoding needs (a datetime costs more to
+# receive than the text the hash needs).
+_CHECK = f"""SELECT position, event_id, NULL, version, event_type, schema_version, NULL, NULL,
+                    actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id,
+                    data, prev_hash, hash, {_MOMENTS}
+               FROM events WHERE stream_id = $1 ORDER BY version"""
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class VerifyReport:
     streams: int = 0
     events: int = 0
     breaks: list[Break] = field(default_factory=list)
+    head_hash: bytes | None = None  # the pupil's head, from ``read_verified``
 
     @property
     def ok(self) -> bool:
@@ -65,35 +81,46 @@ async def verify(
             school_urn,
         )
         for head in heads:
-            report.streams += 1
-            await _verify_stream(conn, head, report)
+            # One pupil's rows (a few thousand at most) in one fetch: a cursor costs
+            # far more per row.
+            _check(head, await conn.fetch(_CHECK, head["stream_id"]), report)
     return report
 
 
-# The first 14 columns are ``hashchain.stored_content``'s arguments, in its order (ids as
-# text: a UUID object is only needed for a break).
-_ROWS = f"""SELECT event_id::text, stream_id::text, version, event_type, schema_version,
-                  {_UTC_TEXT.format("occurred_at")}, {_UTC_TEXT.format("recorded_at")},
-                  actor_id, actor_role, trust_id, school_urn, correlation_id::text,
-                  causation_id::text, data, prev_hash, hash, position
-             FROM events WHERE stream_id = $1 ORDER BY version"""
-_CONTENT, _VERSION, _PREV_HASH, _HASH, _POSITION = 14, 2, 14, 15, 16
+async def read_verified(
+    pool: asyncpg.Pool, stream_id: UUID, personal: bool = True
+) -> tuple[list[RecordedEvent], VerifyReport]:
+    """The pupil's whole history as ``EventStore.read_stream`` gives it, and its chain
+    checked as ``verify(pool, stream_id)`` checks it, from the same rows."""
+    report = VerifyReport()
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        head = await conn.fetchrow(
+            """SELECT s.stream_id, s.version, s.last_hash, k.key
+                 FROM streams s LEFT JOIN vault_keys k USING (stream_id)
+                WHERE s.stream_id = $1""",
+            stream_id,
+        )
+        if head is None or head["version"] == 0:
+            return [], report
+        rows = await conn.fetch(_DECODE_AND_CHECK, stream_id)
+    _check(head, rows, report)
+    report.head_hash = head["last_hash"]
+    return decode_stream(stream_id, rows, head["key"], personal), report
 
 
-async def _verify_stream(
-    conn: asyncpg.Connection, head: asyncpg.Record, report: VerifyReport
-) -> None:
+def _check(head: asyncpg.Record, rows: list[asyncpg.Record], report: VerifyReport) -> None:
+    """Check one pupil's rows (``_CHECK``'s columns) against each other and their head."""
     sid = head["stream_id"]
-    # One pupil's rows (a few thousand at most) in one fetch: a cursor costs far more per row.
-    rows = await conn.fetch(_ROWS, sid)
+    report.streams += 1
     report.events += len(rows)
+    text_sid = str(sid)
     prev: bytes | None = None
     for expected_version, r in enumerate(rows, start=1):
-        reason = _break(r, expected_version, prev)
+        reason = _broken(r, expected_version, prev, text_sid)
         if reason:  # the first break is what matters; later rows chain from it
-            report.breaks.append(Break(sid, r[_VERSION], UUID(r[0]), r[_POSITION], reason))
+            report.breaks.append(Break(sid, r["version"], r["event_id"], r["position"], reason))
             return
-        prev = r[_HASH]
+        prev = r["hash"]
     if len(rows) != head["version"] or prev != head["last_hash"]:
         report.breaks.append(
             Break(
@@ -107,12 +134,53 @@ async def _verify_stream(
         )
 
 
-def _break(r: asyncpg.Record, expected_version: int, prev: bytes | None) -> str | None:
+def _broken(r: asyncpg.Record, expected_version: int, prev: bytes | None, sid: str) -> str | None:
     """Why row ``r`` breaks the chain, or None if it holds."""
-    if r[_VERSION] != expected_version:
+    if r["version"] != expected_version:
         return f"version {expected_version} is missing"
-    if r[_PREV_HASH] != prev:
+    if r["prev_hash"] != prev:
         return "previous-hash link does not match the preceding event"
-    if hashchain.chain(prev, hashchain.stored_content(*r[:_CONTENT])) != r[_HASH]:
+    if hashchain.chain(prev, _content(r, sid)) != r["hash"]:
         return "content does not match its hash (changed after it was written)"
     return None
+
+
+def _content(r: asyncpg.Record, sid: str) -> bytes:
+    # _CHECK's columns, unpacked at once (cheaper than a lookup by name each)
+    (
+        _,
+        event_id,
+        _,
+        version,
+        event_type,
+        schema_version,
+        _,
+        _,
+        actor_id,
+        actor_role,
+        trust_id,
+        school_urn,
+        correlation_id,
+        causation_id,
+        data,
+        _,
+        _,
+        occurred_at,
+        recorded_at,
+    ) = r
+    return hashchain.stored_content(
+        str(event_id),
+        sid,
+        version,
+        event_type,
+        schema_version,
+        occurred_at,
+        recorded_at,
+        actor_id,
+        actor_role,
+        trust_id,
+        school_urn,
+        str(correlation_id),
+        str(causation_id) if causation_id else None,
+        data,
+    )

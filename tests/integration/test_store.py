@@ -21,7 +21,7 @@ from senflow.services.store.eventstore import (
     StreamErased,
 )
 from senflow.services.store.migrate import available, migrate
-from senflow.services.store.verify import verify
+from senflow.services.store.verify import VerifyReport, read_verified, verify
 from tests.conftest import BASE_URL
 from tests.integration.helpers import concern, new_event, registered
 
@@ -176,6 +176,20 @@ async def _remove_streams(pool, *stream_ids) -> None:
         await _behind_the_databases_back(pool, sql, list(stream_ids))
 
 
+async def _checked(store: EventStore, pool, pupil: uuid.UUID) -> VerifyReport:
+    """``verify``'s report, held equal to ``read_verified``'s (whose events are held equal
+    to ``read_stream``'s): the one-pass read must find every break ``verify`` finds."""
+    report = await verify(pool, pupil)
+    events, together = await read_verified(pool, pupil)
+    assert events == await store.read_stream(pupil)
+    assert (together.streams, together.events, together.breaks) == (
+        report.streams,
+        report.events,
+        report.breaks,
+    )
+    return report
+
+
 async def test_verify_names_the_first_event_changed_behind_the_databases_back(
     store: EventStore, pool
 ):
@@ -184,7 +198,7 @@ async def test_verify_names_the_first_event_changed_behind_the_databases_back(
         pupil, [new_event(registered()), new_event(concern()), new_event(concern("b"))], 0
     )
     await store.append(other, [new_event(registered())], 0)
-    assert (await verify(pool, pupil)).ok
+    assert (await _checked(store, pool, pupil)).ok
 
     # Re-date the second event: the kind of quiet edit an audit trail must catch.
     await _behind_the_databases_back(
@@ -192,12 +206,12 @@ async def test_verify_names_the_first_event_changed_behind_the_databases_back(
         "UPDATE events SET occurred_at = occurred_at - interval '30 days' WHERE event_id = $1",
         result.event_ids[1],
     )
-    report = await verify(pool, pupil)
+    report = await _checked(store, pool, pupil)
     assert not report.ok
     assert report.breaks[0].event_id == result.event_ids[1]
     assert report.breaks[0].version == 2
     assert "changed" in report.breaks[0].reason
-    assert (await verify(pool, other)).ok
+    assert (await _checked(store, pool, other)).ok
     await _remove_streams(pool, pupil)
 
 
@@ -209,8 +223,8 @@ async def test_verify_detects_removed_events(store: EventStore, pool):
     t = await store.append(tail, [new_event(registered()), new_event(concern())], 0)
     await _behind_the_databases_back(pool, "DELETE FROM events WHERE event_id = $1", m.event_ids[1])
     await _behind_the_databases_back(pool, "DELETE FROM events WHERE event_id = $1", t.event_ids[1])
-    assert "version 2 is missing" in (await verify(pool, middle)).breaks[0].reason
-    assert "events removed" in (await verify(pool, tail)).breaks[0].reason
+    assert "version 2 is missing" in (await _checked(store, pool, middle)).breaks[0].reason
+    assert "events removed" in (await _checked(store, pool, tail)).breaks[0].reason
     await _remove_streams(pool, middle, tail)
 
 
@@ -223,7 +237,7 @@ async def test_verify_detects_a_data_edit_inside_sealed_content(store: EventStor
             WHERE event_id = $1""",
         r.event_ids[0],
     )
-    assert (await verify(pool, pupil)).breaks[0].event_id == r.event_ids[0]
+    assert (await _checked(store, pool, pupil)).breaks[0].event_id == r.event_ids[0]
     await _remove_streams(pool, pupil)
 
 
@@ -240,7 +254,7 @@ async def test_forget_destroys_the_key_keeps_the_skeleton_and_the_chain(store: E
     assert "redacted" in str(events[1].data.description)
     assert events[0].data.upn == registered().upn and events[0].data.year_group == "4"
     assert events[2].data.event_type == "personal_data_erased"
-    assert (await verify(pool, pupil)).ok
+    assert (await _checked(store, pool, pupil)).ok
 
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -355,7 +369,21 @@ async def test_verify_holds_for_awkward_numbers_after_the_jsonb_round_trip(store
         for v in values
     ]
     await store.append(pupil, events, 0)
-    assert (await verify(pool, pupil)).ok
+    assert (await _checked(store, pool, pupil)).ok
+
+
+async def test_read_verified_of_an_unknown_pupil_is_empty(pool):
+    events, report = await read_verified(pool, uuid.uuid4())
+    assert events == [] and report.ok and (report.streams, report.events) == (0, 0)
+
+
+async def test_read_verified_withholds_personal_data_when_asked(store: EventStore, pool):
+    pupil = uuid.uuid4()
+    await store.append(pupil, [new_event(registered())], 0)
+    events, report = await read_verified(pool, pupil, personal=False)
+    assert report.ok and report.head_hash == bytes.fromhex(events[-1].hash or "")
+    assert events == await store.read_stream(pupil, personal=False)
+    assert isinstance(events[0].data.forename, Redacted)
 
 
 def test_huge_or_non_finite_measures_are_refused():
