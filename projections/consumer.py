@@ -70,7 +70,7 @@ class Batcher:
     """
 
     def __init__(
-        self, apply: ApplyBatch, max_batch: int = 500, max_wait: float = 0.005, name: str = ""
+        self, apply: ApplyBatch, max_batch: int = 500, max_wait: float = 0.002, name: str = ""
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
         self.acks = Acknowledger()

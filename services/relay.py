@@ -24,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -126,27 +129,23 @@ def outgoing(feed: Feed, topology: Topology, events: Sequence[RecordedEvent]) ->
     ]
 
 
-async def publish(
+async def send(
     broker: RabbitBroker,
     topology: Topology,
     events: Sequence[RecordedEvent],
     feed: Feed = Feed.PAGES,
-) -> None:
-    """Publish events on ``feed`` in order; returns once the broker confirmed every message.
+) -> asyncio.Future[Any]:
+    """Start publishing events on ``feed``; the future completes once the broker
+    confirmed every message, and fails if any message failed or came back.
 
     Waiting for each confirm before sending the next message would cap the
-    relay at one broker round trip (a quorum-queue commit) per message. So the
-    first message goes alone (the channel and the exchange are then ready and
-    cached) and the rest are sent without waiting for each other's confirm:
-    each publish takes the channel's lock (FIFO) in the order its task was
-    created and writes its frames before releasing it, so the messages leave
-    in order; all confirms are then awaited together. If any fails, the others
-    are cancelled and the batch is retried whole (the checkpoint has not
-    moved); consumers drop duplicates and fill gaps from the store.
+    relay at one broker round trip (a quorum-queue commit) per message. So all
+    messages are handed to publish tasks at once: each task takes the channel's
+    lock (FIFO) in the order it was created and writes its frames before
+    releasing it, so the messages leave in order, this batch's after any
+    earlier batch's; their confirms are then awaited together.
     """
     messages = outgoing(feed, topology, events)
-    if not messages:
-        return
     if log.is_enabled_for(logging.DEBUG):  # building the fields costs, even unlogged
         for e in events:
             log.debug(
@@ -156,22 +155,29 @@ async def publish(
                 correlation_id=str(e.correlation_id),
                 position=e.position,
             )
+    if not messages:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result([])
+        return done
+    # Declared (and cached) before the tasks exist, so none of them waits on it.
     exchange = await broker.declare_exchange(messages[0][0])
+    # Straight to aio-pika on the broker's confirming channel: FastStream's publish
+    # path (middlewares, per-call option handling) cost more than the publish itself.
+    return asyncio.gather(
+        *(
+            asyncio.ensure_future(exchange.publish(m, routing_key=key, mandatory=mandatory))
+            for _, m, key, mandatory in messages
+        )
+    )
 
-    async def send(m: aio_pika.Message, key: str, mandatory: bool) -> None:
-        # Straight to aio-pika on the broker's confirming channel: FastStream's publish
-        # path (middlewares, per-call option handling) cost more than the publish itself.
-        await exchange.publish(m, routing_key=key, mandatory=mandatory)
 
-    await send(*messages[0][1:])
-    tasks = [asyncio.ensure_future(send(*m[1:])) for m in messages[1:]]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+@dataclass
+class _InFlight:
+    """A batch sent and not yet confirmed."""
+
+    last_position: int
+    events: int
+    confirmed: asyncio.Future[Any]
 
 
 class Relay:
@@ -186,10 +192,12 @@ class Relay:
         idle_wait: float = 0.5,
         start_position: int = 0,
         feed: Feed = Feed.PAGES,
+        in_flight: int = 4,
     ) -> None:
         self.store, self.dsn, self.amqp_url, self.topology = store, dsn, amqp_url, topology
         self.name, self.batch, self.idle_wait = name, batch, idle_wait
-        self.feed = feed
+        self.feed, self.in_flight = feed, in_flight
+        self._backoff = 0.2
         self.start_position = start_position  # where a relay of a new name begins
         self.is_leader = asyncio.Event()
         self.published = 0
@@ -206,7 +214,12 @@ class Relay:
                 await _sleep_or_stop(stop, 1.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        lock = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
+        # The checkpoint is only a hint of where to resume: an update lost in a crash
+        # means a batch published twice, which consumers drop. So its commits need not
+        # wait for the disk (the store's own commits still do, on other connections).
+        lock = await asyncpg.connect(
+            self.dsn, server_settings={**SERVER_SETTINGS, "synchronous_commit": "off"}
+        )
         self.session_pid = lock.get_server_pid()
         wake = asyncio.Event()
         try:
@@ -236,56 +249,98 @@ class Relay:
     ) -> None:
         broker = make_broker(self.amqp_url)
         connected = False
-        backoff = 0.2
+        self._backoff = 0.2
         try:
             while not stop.is_set():
-                if lock.is_closed():
-                    raise asyncpg.InterfaceError("relay lock connection lost")
                 try:
                     if not connected:
                         await broker.connect()
                         await declare(broker, self.topology)
                         connected = True
-                    moved = await self._one_batch(broker, lock)
-                    backoff = 0.2
+                    await self._pipeline(broker, lock, wake, stop)
                 except Exception as exc:
                     # aiormq's connection errors are OSErrors too: sort them out first
                     if not _broker_trouble(exc):
                         raise  # the database: give up the lead and start again
-                    # broker trouble: nothing moved, try again
-                    log.warning("relay_publish_failed", error=repr(exc), retry_in=backoff)
-                    await _sleep_or_stop(stop, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if not moved:
-                    wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(_first(wake, stop), self.idle_wait)
+                    # broker trouble: the checkpoint did not pass what failed, start from it
+                    log.warning("relay_publish_failed", error=repr(exc), retry_in=self._backoff)
+                    await _sleep_or_stop(stop, self._backoff)
+                    self._backoff = min(self._backoff * 2, 5.0)
         finally:
             with contextlib.suppress(Exception):
                 await broker.stop()
 
-    async def _one_batch(self, broker: RabbitBroker, lock: asyncpg.Connection) -> int:
-        checkpoint = await lock.fetchval(
+    async def _pipeline(
+        self,
+        broker: RabbitBroker,
+        lock: asyncpg.Connection,
+        wake: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        """Read, send and confirm batches from the checkpoint on, until ``stop``.
+
+        Up to ``in_flight`` batches are sent before the oldest is confirmed: the
+        next batch is read and sent while the broker commits the last one, so a
+        commit never waits a whole confirm round trip to be read. Batches are
+        confirmed, and the checkpoint moved, in order; a failure ends the
+        pipeline and the batches after the checkpoint are sent again.
+        """
+        sent_to = await lock.fetchval(
             "SELECT position FROM relay_checkpoint WHERE name = $1", self.name
         )
-        events = await self.store.read_all(checkpoint, self.batch)
-        if not events:
-            RELAY_LAG.set(0)
-            return 0
-        await publish(broker, self.topology, events, self.feed)
+        pending: deque[_InFlight] = deque()
+        try:
+            while not stop.is_set():
+                if lock.is_closed():
+                    raise asyncpg.InterfaceError("relay lock connection lost")
+                # Cleared before reading: a commit notified while the batch is read
+                # or sent sets it again, so the waits below cannot miss it.
+                wake.clear()
+                events: list[RecordedEvent] = []
+                if len(pending) < self.in_flight:
+                    events = await self.store.read_all(sent_to, self.batch)
+                if events:
+                    confirmed = await send(broker, self.topology, events, self.feed)
+                    pending.append(_InFlight(events[-1].position, len(events), confirmed))
+                    sent_to = events[-1].position
+                if pending and (not events or len(pending) >= self.in_flight):
+                    await _first(pending[0].confirmed, wake, stop)
+                elif not pending:
+                    RELAY_LAG.set(0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_first(wake, stop), self.idle_wait)
+                await self._confirm(lock, pending)
+        finally:
+            for batch in pending:
+                batch.confirmed.cancel()
+            await asyncio.gather(*(b.confirmed for b in pending), return_exceptions=True)
+
+    async def _confirm(self, lock: asyncpg.Connection, pending: deque[_InFlight]) -> None:
+        """Move the checkpoint past the oldest batches the broker has confirmed."""
+        done: list[_InFlight] = []
+        while pending and pending[0].confirmed.done():
+            pending[0].confirmed.result()  # raises what failed the batch
+            done.append(pending.popleft())
+        if not done:
+            return
         # Only confirmed events move the checkpoint; a crash before this line
-        # republishes the batch, which consumers recognise as duplicates.
+        # republishes the batches, which consumers recognise as duplicates.
+        last = done[-1].last_position
         await lock.execute(
             "UPDATE relay_checkpoint SET position = $2, updated_at = now() WHERE name = $1",
             self.name,
-            events[-1].position,
+            last,
         )
-        self.published += len(events)
-        RELAY_PUBLISHED.inc(len(events))
-        RELAY_LAG.set(max(0, await self.store.head_position() - events[-1].position))
-        log.debug("relay_published", count=len(events), position=events[-1].position)
-        return len(events)
+        count = sum(b.events for b in done)
+        self.published += count
+        RELAY_PUBLISHED.inc(count)
+        self._backoff = 0.2
+        # A batch shorter than asked for reached the head as it was then: no query needed.
+        behind = 0
+        if done[-1].events == self.batch:
+            behind = max(0, await self.store.head_position() - last)
+        RELAY_LAG.set(behind)
+        log.debug("relay_published", count=count, position=last)
 
 
 def _broker_trouble(exc: BaseException) -> bool:
@@ -294,13 +349,15 @@ def _broker_trouble(exc: BaseException) -> bool:
     return not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError)
 
 
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
+async def _first(*things: asyncio.Event | asyncio.Future[Any]) -> None:
+    """Until the first of these is set or done (a failed future is left to its owner)."""
+    waiters = [asyncio.create_task(t.wait()) if isinstance(t, asyncio.Event) else t for t in things]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for w in waiters:
-            w.cancel()
+        for w, t in zip(waiters, things, strict=True):
+            if w is not t:
+                w.cancel()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -11,7 +11,7 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/senflow"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus_prefix: str = "senflow"  # exchange and queue names start with this
-    partitions: int = 2  # queues per consumer service (per-pupil consistent hash)
+    partitions: int = 2  # queues per consumer service (pupils by crc32 of their id)
     scheduler_every: float = 3600.0  # seconds between scheduler ticks
     metrics_port: int | None = None  # Prometheus endpoint of this process, if set
     log_level: str = "INFO"
