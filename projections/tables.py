@@ -7,6 +7,7 @@ can fill a fresh schema and swap it in with two renames in one transaction.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,18 @@ def _json(doc: Doc) -> str:
         return json.dumps(doc)
 
 
+# A run of digits as long as 2**63's: orjson would read such an integer as a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def _load(text: str) -> Doc:
+    """A stored document: orjson, several times faster than ``json`` (every batch reads its
+    pupils' documents); ``json`` where a number may be an integer beyond 64 bits, which
+    orjson would turn into a float."""
+    doc: Doc = json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+    return doc
+
+
 ROW_COLUMNS = ("stream_id", "trust_id", "school_urn", "version", "position", "doc")
 
 
@@ -124,7 +137,7 @@ async def apply_events(
     )
     current = {
         r["stream_id"]: Current(
-            r["version"], json.loads(r["doc"]), r["position"], r["trust_id"], r["school_urn"]
+            r["version"], _load(r["doc"]), r["position"], r["trust_id"], r["school_urn"]
         )
         for r in rows
     }
