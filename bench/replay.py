@@ -95,13 +95,18 @@ async def run(config: Config) -> list[Row]:
             report = await verify(pool, stream_id=pupil)
             t3 = time.perf_counter()
             assert report.ok and report.events == len(events) and state.version == len(events)
-            history, report = await read_verified(pool, pupil)
+            # Freeing one pass's results is no part of the next pass's work (a command
+            # reads once): they go before the clock starts again.
+            del history, state, report
             t4 = time.perf_counter()
-            state = replay(history)
+            history, report = await read_verified(pool, pupil)
             t5 = time.perf_counter()
+            state = replay(history)
+            t6 = time.perf_counter()
             assert report.ok and report.events == len(events) and state.version == len(events)
+            del history, state, report
             for k, v in zip(
-                _CASES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3, t5 - t3), strict=True
+                _CASES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t5 - t4, t6 - t4), strict=True
             ):
                 times[k].append(v * 1000)
         for k in times:

@@ -564,8 +564,11 @@ def _row(
     return StreamRows(stream_id, key, recorded_at).row(version, e, prev_hash)
 
 
+# What decoding reads, in ``_COLUMNS``' order up to the data. The data come as text:
+# the same characters as jsonb's binary form, received more cheaply.
+_DECODED = f"position, {_COLUMNS.removesuffix(', data, prev_hash, hash')}, data::text"
 # The columns ``decode_stream`` needs first in each row (others may follow).
-ROW_COLUMNS = f"position, {_COLUMNS}"
+ROW_COLUMNS = f"{_DECODED}, prev_hash, hash"
 
 
 def decode_stream(
@@ -582,7 +585,7 @@ def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -
 
 
 # Reads that only decode leave out prev_hash: a RecordedEvent does not carry it.
-_SCAN = f"SELECT position, {_COLUMNS.removesuffix(', prev_hash, hash')}, hash FROM events"
+_SCAN = f"SELECT {_DECODED}, hash FROM events"
 # One marker serves for every withheld value (it is frozen, and equal to a fresh one).
 _WITHHELD_VALUE = vault.withheld({})
 _WITHHELD = {"open": lambda _token: _WITHHELD_VALUE}
@@ -661,7 +664,8 @@ class _Decoder:
         model = EVENT_TYPES[event_type]
         context = self._context(stream_id, event_id, data)
         if stored_version == model.schema_version:
-            payload = model.model_validate_json(data, context=context)
+            # the validator itself: model_validate_json is a Python wrapper around it
+            payload = model.__pydantic_validator__.validate_json(data, context=context)
         else:
             upcasted = upcast(event_type, stored_version, json.loads(data))
             payload = model.model_validate(upcasted, context=context)

@@ -30,7 +30,7 @@ _DECODE_AND_CHECK = f"""SELECT {ROW_COLUMNS}, {_MOMENTS}
 # receive than the text the hash needs).
 _CHECK = f"""SELECT position, event_id, NULL, version, event_type, schema_version, NULL, NULL,
                     actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id,
-                    data, prev_hash, hash, {_MOMENTS}
+                    data::text, prev_hash, hash, {_MOMENTS}
                FROM events WHERE stream_id = $1 ORDER BY version"""
 
 
