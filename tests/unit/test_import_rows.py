@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from senflow.events import catalogue as ev
 from senflow.events.envelope import Actor, NewEvent, Role, Tenant, trusted
+from senflow.services.application import event_id_for
 from senflow.services.store import bulk, hashchain, vault
 from senflow.services.store.eventstore import _COLUMN_NAMES
 from senflow.services.store.rows import StreamRows, moment_text
@@ -71,3 +72,8 @@ def test_rows_hash_the_reference_content(actor: str, trust: str, urn: str, fold:
         )
         assert row[-1] == hashchain.chain(prev, content)
         prev = row[-1]
+
+
+@given(st.uuids(), st.integers(0, 10_000))
+def test_event_ids_are_the_commands_uuid5(command_id: uuid.UUID, index: int) -> None:
+    assert event_id_for(command_id, index) == uuid.uuid5(command_id, f"event-{index}")
