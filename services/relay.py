@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -134,9 +134,9 @@ async def send(
     topology: Topology,
     events: Sequence[RecordedEvent],
     feed: Feed = Feed.PAGES,
-) -> asyncio.Future[Any]:
-    """Start publishing events on ``feed``; the future completes once the broker
-    confirmed every message, and fails if any message failed or came back.
+) -> list[asyncio.Task[Any]]:
+    """Start publishing events on ``feed``: one task per message, each done once the
+    broker confirmed its message, failed if it was refused or came back.
 
     Waiting for each confirm before sending the next message would cap the
     relay at one broker round trip (a quorum-queue commit) per message. So all
@@ -156,19 +156,15 @@ async def send(
                 position=e.position,
             )
     if not messages:
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result([])
-        return done
+        return []
     # Declared (and cached) before the tasks exist, so none of them waits on it.
     exchange = await broker.declare_exchange(messages[0][0])
     # Straight to aio-pika on the broker's confirming channel: FastStream's publish
     # path (middlewares, per-call option handling) cost more than the publish itself.
-    return asyncio.gather(
-        *(
-            asyncio.ensure_future(exchange.publish(m, routing_key=key, mandatory=mandatory))
-            for _, m, key, mandatory in messages
-        )
-    )
+    return [
+        asyncio.ensure_future(exchange.publish(m, routing_key=key, mandatory=mandatory))
+        for _, m, key, mandatory in messages
+    ]
 
 
 @dataclass
@@ -177,7 +173,17 @@ class _InFlight:
 
     last_position: int
     events: int
-    confirmed: asyncio.Future[Any]
+    tasks: list[asyncio.Task[Any]]
+    confirmed: asyncio.Future[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.confirmed = asyncio.gather(*self.tasks)
+
+    async def abandon(self) -> None:
+        """Stop what is still being sent; whatever failed is known already."""
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(self.confirmed, *self.tasks, return_exceptions=True)
 
 
 class Relay:
@@ -300,8 +306,8 @@ class Relay:
                 if len(pending) < self.in_flight:
                     events = await self.store.read_all(sent_to, self.batch)
                 if events:
-                    confirmed = await send(broker, self.topology, events, self.feed)
-                    pending.append(_InFlight(events[-1].position, len(events), confirmed))
+                    tasks = await send(broker, self.topology, events, self.feed)
+                    pending.append(_InFlight(events[-1].position, len(events), tasks))
                     sent_to = events[-1].position
                 if pending and (not events or len(pending) >= self.in_flight):
                     await _first(pending[0].confirmed, wake, stop)
@@ -312,8 +318,7 @@ class Relay:
                 await self._confirm(lock, pending)
         finally:
             for batch in pending:
-                batch.confirmed.cancel()
-            await asyncio.gather(*(b.confirmed for b in pending), return_exceptions=True)
+                await batch.abandon()
 
     async def _confirm(self, lock: asyncpg.Connection, pending: deque[_InFlight]) -> None:
         """Move the checkpoint past the oldest batches the broker has confirmed."""
