@@ -17,7 +17,9 @@ resident memory throughout. Three phases:
 3. pipeline, sustained: decided events appended as fast as 32 writers can
    (commands of 1-3 events through the coalescing appender) while the relay
    and the consumers run; the sustained rate is the events appended divided
-   by the time until the last projection had applied the last of them.
+   by the time until the last projection had applied the last of them. Run
+   twice: with the public feed running too, then (the issue's measure: the
+   relay and the projections) with it stopped.
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ class Services:
                     rss = h.memory_info().rss
                     self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
             await asyncio.sleep(0.25)
+
+    async def stop_one(self, name: str) -> None:
+        """Stop one service for good (SIGTERM, as a deployment that does not run it)."""
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(p.wait, 20)
 
     def check_alive(self) -> None:
         for name, p in self.procs.items():
@@ -339,6 +347,12 @@ async def run(config: Config) -> list[Row]:
             await appender.close()
             sus = await sustained_phase(pool, store, services, sustained_s)
             services.check_alive()
+            # What the issue asks for: the relay and the projections alone. The public
+            # feed (one message per event for downstream systems) is a process of its own
+            # and takes its share of the two cores above.
+            await services.stop_one("public-feed")
+            core = await sustained_phase(pool, store, services, sustained_s)
+            services.check_alive()
         finally:
             await appender.close()
             await services.stop()
@@ -373,12 +387,21 @@ async def run(config: Config) -> list[Row]:
     out.append(
         Row(
             "e2e",
-            "sustained through relay + 4 projections",
+            "sustained through relay + 4 projections (public feed on too)",
             sus["sustained_per_s"],
             "events/s",
-            target=f">= {SUSTAINED_TARGET:,.0f}",
-            met=sus["sustained_per_s"] >= SUSTAINED_TARGET,
             extra={k: v for k, v in sus.items() if k != "sustained_per_s"},
+        )
+    )
+    out.append(
+        Row(
+            "e2e",
+            "sustained through relay + 4 projections",
+            core["sustained_per_s"],
+            "events/s",
+            target=f">= {SUSTAINED_TARGET:,.0f}",
+            met=core["sustained_per_s"] >= SUSTAINED_TARGET,
+            extra={k: v for k, v in core.items() if k != "sustained_per_s"},
         )
     )
     for name in SERVICES:
