@@ -88,18 +88,24 @@ class RecordedEvent(BaseModel):
 
 
 _M = TypeVar("_M", bound=BaseModel)
+# A model's slots besides __dict__, set through their descriptors: object.__setattr__
+# would look each up by name first.
+_SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
+    BaseModel.__dict__[slot].__set__
+    for slot in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
 
 
 def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     """A model from values that are already valid and typed (a row the store wrote).
 
     What ``model_construct`` does, without its per-field loop over defaults: the
-    caller gives every field. Reading a pupil's history builds three of these per
+    caller gives every field. Reading a pupil's history builds one of these per
     event, so it matters; a unit test holds the result equal to a validated model.
     """
     obj = object.__new__(cls)
     object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _SET_FIELDS_SET(obj, set(values))
+    _SET_EXTRA(obj, None)
+    _SET_PRIVATE(obj, None)
     return obj

@@ -49,5 +49,8 @@ def test_a_trusted_model_equals_the_validated_one_and_stays_frozen() -> None:
     assert built == validated
     assert built.model_dump(mode="json") == validated.model_dump(mode="json")
     assert hash(built.tenant) == hash(validated.tenant)
+    assert built.model_fields_set == validated.model_fields_set
+    assert (built.__pydantic_extra__, built.__pydantic_private__) == (None, None)
+    assert built.model_copy(update={"version": 3}).version == 3
     with pytest.raises(Exception, match="frozen"):
         built.version = 3  # type: ignore[misc]
