@@ -147,24 +147,25 @@ def _find(interventions: tuple[Intervention, ...], intervention_id: UUID) -> int
 def evolve(state: PupilState, fact: Fact) -> PupilState:
     """The state after one more event."""
     types = {**state.event_types, fact.event_id: fact.data.event_type}  # type: ignore[attr-defined]
-    return _step(state, fact, types)
+    # one copy of the state per event, with the common changes and this event's
+    new = _with(state, {"event_types": types})
+    _fold(new.__dict__, state, fact)
+    return _checked(new)
 
 
-def _step(state: PupilState, fact: Fact, event_types: dict[UUID, str]) -> PupilState:
-    # one copy of the state per event: the common changes and this event's together
-    return _with(state, _all_changes(state, fact, event_types))
+def _fold(fields: dict[str, Any], state: PupilState, fact: Fact) -> None:
+    """Fold ``fact`` into ``fields``: ``state``'s own (a replay's private copy) or a copy's."""
+    changes = _changes(state, fact, fact.data, school_day(fact.occurred_at))
+    fields["version"] += 1
+    fields["tenant"] = fact.tenant
+    fields.update(changes)
 
 
-def _all_changes(state: PupilState, fact: Fact, event_types: dict[UUID, str]) -> dict[str, Any]:
-    changes: dict[str, Any] = {
-        "version": state.version + 1,
-        "tenant": fact.tenant,
-        "event_types": event_types,
-    }
-    changes.update(_changes(state, fact, fact.data, school_day(fact.occurred_at)))
-    if not changes.keys() <= _FIELDS:
-        raise TypeError(f"not fields of PupilState: {sorted(changes.keys() - _FIELDS)}")
-    return changes
+def _checked(state: PupilState) -> PupilState:
+    # _changes names fields by hand: a misspelt one would otherwise pass silently
+    if not state.__dict__.keys() <= _FIELDS:
+        raise TypeError(f"not fields of PupilState: {sorted(state.__dict__.keys() - _FIELDS)}")
+    return state
 
 
 _T = TypeVar("_T")
@@ -360,8 +361,8 @@ def replay(facts: Iterable[Fact], start: PupilState | None = None) -> PupilState
     state = _with(start or PupilState(), {"event_types": types})
     for fact in effective(facts):
         types[fact.event_id] = fact.data.event_type  # type: ignore[attr-defined]
-        state.__dict__.update(_all_changes(state, fact, types))
-    return state
+        _fold(state.__dict__, state, fact)
+    return _checked(state)
 
 
 def resumable(state: PupilState, tail: Iterable[Fact]) -> bool:
