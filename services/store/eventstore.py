@@ -567,16 +567,25 @@ def _row(
 # What decoding reads, in ``_COLUMNS``' order up to the data. The data come as text:
 # the same characters as jsonb's binary form, received more cheaply.
 _DECODED = f"position, {_COLUMNS.removesuffix(', data, prev_hash, hash')}, data::text"
-# The columns ``decode_stream`` needs first in each row (others may follow).
-ROW_COLUMNS = f"{_DECODED}, prev_hash, hash"
+# Moments as a hash covers them (``hashchain.ts``: ISO text in UTC), written by the server.
+_UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+# A pupil's whole stream for readers that check its chain too (``verify``): the columns
+# decoding reads, the moments as that text (a datetime is made from it more cheaply than
+# a timestamptz is received), then prev_hash and hash.
+STREAM_ROWS = f"""
+    SELECT position, event_id, stream_id, version, event_type, schema_version,
+           {_UTC_TEXT.format("occurred_at")}, {_UTC_TEXT.format("recorded_at")},
+           actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id,
+           data::text, prev_hash, hash
+      FROM events WHERE stream_id = $1 ORDER BY version"""
 
 
 def decode_stream(
     stream_id: UUID, rows: Sequence[asyncpg.Record], key: bytes | None, personal: bool = True
 ) -> list[RecordedEvent]:
-    """One pupil's rows (``ROW_COLUMNS`` first) as ``read_stream`` gives them, for
-    readers that fetched them themselves."""
-    return _Decoder(not personal, {stream_id: key}).decode(rows)
+    """One pupil's ``STREAM_ROWS`` as ``read_stream`` gives them, for readers that fetched
+    them themselves."""
+    return _Decoder(not personal, {stream_id: key}, moments_as_text=True).decode(rows)
 
 
 def _to_recorded(r: asyncpg.Record, key: bytes | None, withhold: bool = False) -> RecordedEvent:
@@ -622,8 +631,14 @@ class _Decoder:
     with no sealed value need no opener at all.
     """
 
-    def __init__(self, withhold: bool, keys: dict[UUID, bytes | None] | None = None) -> None:
+    def __init__(
+        self,
+        withhold: bool,
+        keys: dict[UUID, bytes | None] | None = None,
+        moments_as_text: bool = False,
+    ) -> None:
         self.withhold, self.keys = withhold, keys or {}
+        self.moments_as_text = moments_as_text
         self.actors: dict[tuple[str, str], Actor] = {}
         self.tenants: dict[tuple[str, str], Tenant] = {}
         self.ciphers: dict[UUID, Any] = {}
@@ -661,6 +676,9 @@ class _Decoder:
             causation_id,
             data,
         ) = r[:15]
+        if self.moments_as_text:
+            occurred_at = datetime.fromisoformat(occurred_at)
+            recorded_at = datetime.fromisoformat(recorded_at)
         model = EVENT_TYPES[event_type]
         context = self._context(stream_id, event_id, data)
         if stored_version == model.schema_version:

@@ -17,22 +17,9 @@ import asyncpg
 
 from senflow.events.envelope import RecordedEvent
 from senflow.services.store import hashchain
-from senflow.services.store.eventstore import ROW_COLUMNS, decode_stream
+from senflow.services.store.eventstore import STREAM_ROWS, decode_stream
 
-# Moments as the hash has them (hashchain.ts), formatted by the server: cheaper than
-# formatting datetimes here.
-_UTC_TEXT = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
-_MOMENTS = f"{_UTC_TEXT.format('occurred_at')}, {_UTC_TEXT.format('recorded_at')}"
-# A pupil's rows as events are decoded from them (ROW_COLUMNS), then the moments as text.
-_DECODE_AND_CHECK = f"""SELECT {ROW_COLUMNS}, {_MOMENTS}
-                          FROM events WHERE stream_id = $1 ORDER BY version"""
-# The same places, without the columns only decoding needs (a datetime costs more to
-# receive than the text the hash needs).
-_CHECK = f"""SELECT position, event_id, NULL, version, event_type, schema_version, NULL, NULL,
-                    actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id,
-                    data::text, prev_hash, hash, {_MOMENTS}
-               FROM events WHERE stream_id = $1 ORDER BY version"""
-_VERSION, _PREV_HASH, _HASH = 3, 15, 16  # read by position: each row's loop reads them
+_VERSION, _PREV_HASH, _HASH = 3, 15, 16  # STREAM_ROWS's, read in each row's loop
 
 
 @dataclass(frozen=True)
@@ -84,7 +71,7 @@ async def verify(
         for head in heads:
             # One pupil's rows (a few thousand at most) in one fetch: a cursor costs
             # far more per row.
-            _check(head, await conn.fetch(_CHECK, head["stream_id"]), report)
+            _check(head, await conn.fetch(STREAM_ROWS, head["stream_id"]), report)
     return report
 
 
@@ -103,14 +90,14 @@ async def read_verified(
         )
         if head is None or head["version"] == 0:
             return [], report
-        rows = await conn.fetch(_DECODE_AND_CHECK, stream_id)
+        rows = await conn.fetch(STREAM_ROWS, stream_id)
     _check(head, rows, report)
     report.head_hash = head["last_hash"]
     return decode_stream(stream_id, rows, head["key"], personal), report
 
 
 def _check(head: asyncpg.Record, rows: list[asyncpg.Record], report: VerifyReport) -> None:
-    """Check one pupil's rows (``_CHECK``'s columns) against each other and their head."""
+    """Check one pupil's ``STREAM_ROWS`` against each other and their head."""
     sid = head["stream_id"]
     report.streams += 1
     report.events += len(rows)
@@ -147,7 +134,7 @@ def _broken(r: asyncpg.Record, expected_version: int, prev: bytes | None, sid: s
 
 
 def _content(r: asyncpg.Record, sid: str) -> bytes:
-    # _CHECK's columns, unpacked at once (cheaper than a lookup by name each)
+    # STREAM_ROWS's columns, unpacked at once (cheaper than a lookup by name each)
     (
         _,
         event_id,
@@ -155,8 +142,8 @@ def _content(r: asyncpg.Record, sid: str) -> bytes:
         version,
         event_type,
         schema_version,
-        _,
-        _,
+        occurred_at,
+        recorded_at,
         actor_id,
         actor_role,
         trust_id,
@@ -164,11 +151,7 @@ def _content(r: asyncpg.Record, sid: str) -> bytes:
         correlation_id,
         causation_id,
         data,
-        _,
-        _,
-        occurred_at,
-        recorded_at,
-    ) = r
+    ) = r[:15]
     return hashchain.stored_content(
         str(event_id),
         sid,
