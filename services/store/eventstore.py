@@ -608,7 +608,7 @@ def no_cycle_collector() -> Iterator[None]:
 
     Decoding a history makes some ten objects an event; the collector, started every
     few hundred allocations, would scan them (and older objects) again and again with
-    nothing to find: reference counting frees events. That was a fifth of a read.
+    nothing to find: reference counting frees events. Measured: ~7% of a pupil's read.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -657,8 +657,8 @@ class _Decoder:
         return {"open": self.ciphers[stream_id](event_id)}
 
     def event(self, r: asyncpg.Record) -> RecordedEvent:
-        # Every query decoded here starts with ``position, {_COLUMNS}``: those columns
-        # are unpacked at once, cheaper than a lookup by name each.
+        # Every query decoded here starts with ``position, {_COLUMNS}`` (STREAM_ROWS has
+        # the moments as text): unpacked at once, cheaper than a lookup by name each.
         (
             position,
             event_id,
