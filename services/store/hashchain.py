@@ -132,7 +132,8 @@ def canonical(
     """The bytes an event's hash covers: sorted-key JSON, no whitespace.
 
     ``data`` is already canonical (``encode_data`` / ``decode_stored``); ids may
-    come as text and moments as ``ts`` text, as ``verify`` reads them.
+    come as text and moments as ``ts`` text (``stored_content`` is the same for rows
+    read back).
     """
     doc = {
         "event_id": str(event_id),
