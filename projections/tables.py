@@ -119,8 +119,15 @@ async def apply_events(
     events: Sequence[RecordedEvent],
     fetch_missing: FetchMissing,
     schema: str | None = None,
+    lock: bool = True,
 ) -> ApplyStats:
-    """Apply events inside the caller's transaction; each pupil's document row is its checkpoint.
+    """Apply events; each pupil's document row is its checkpoint.
+
+    With ``lock`` (inside the caller's transaction) the documents are read FOR
+    UPDATE. Without it there is no transaction to hold a lock (see the consumer):
+    a pupil's document at version N is the fold of the same N immutable events
+    whoever computes it, and a write only replaces an older version, so two
+    writers of one pupil can only ever leave the newer of two correct documents.
 
     Duplicates (version already applied) are skipped; a version gap is filled
     from the store first, so a lost or reordered message never corrupts a
@@ -132,7 +139,7 @@ async def apply_events(
     rows = await conn.fetch(
         f"""SELECT stream_id, version, position, trust_id, school_urn, doc
               FROM {schema}.docs WHERE stream_id = ANY($1::uuid[])
-             ORDER BY stream_id FOR UPDATE""",
+             ORDER BY stream_id{" FOR UPDATE" if lock else ""}""",
         ids,
     )
     current = {
