@@ -7,7 +7,6 @@ can fill a fresh schema and swap it in with two renames in one transaction.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,15 +97,19 @@ def _json(doc: Doc) -> str:
         return json.dumps(doc)
 
 
-# A run of digits as long as 2**63's: orjson would read such an integer as a float.
-_LONG_NUMBER = re.compile(r"\d{19}")
+# Every ASCII digit to "0", every other byte to " ": a run of 19 zeros then marks a
+# number as long as 2**63, which orjson would read as a float if it is an integer.
+# (A regular expression for the run cost ten times orjson's parse of a whole document.)
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def _load(text: str) -> Doc:
     """A stored document: orjson, several times faster than ``json`` (every batch reads its
     pupils' documents); ``json`` where a number may be an integer beyond 64 bits, which
     orjson would turn into a float."""
-    doc: Doc = json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+    long_number = _LONG_RUN in text.encode().translate(_DIGITS)
+    doc: Doc = json.loads(text) if long_number else orjson.loads(text)
     return doc
 
 
