@@ -62,56 +62,76 @@ class _Parked:
     )
 
 
-class Batcher:
-    """Collects concurrently delivered messages and applies them in batches, in order.
+@dataclass
+class _Lane:
+    """One partition's pages waiting for their batch, and the task that applies them."""
 
-    One loop task does all the applying; handlers park their page and wait
-    for the loop to settle it (result or error). ``max_batch`` counts events.
+    parked: list[_Parked] = field(default_factory=list)
+    events: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    loop: asyncio.Task[None] | None = None
+
+
+class Batcher:
+    """Collects concurrently delivered pages and applies them in batches, in order.
+
+    Each lane (a partition: its pupils are no other lane's) has one loop task
+    doing its applying, so one partition's batch never waits behind another's
+    write; handlers park their page and wait for their lane's loop to settle it
+    (result or error). ``max_batch`` counts events.
     """
 
     def __init__(
-        self, apply: ApplyBatch, max_batch: int = 500, max_wait: float = 0.0, name: str = ""
+        self,
+        apply: ApplyBatch,
+        max_batch: int = 500,
+        max_wait: float = 0.0,
+        name: str = "",
+        writers: int = 2,
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
-        self.acks = Acknowledger()
+        self.acks = Acknowledger()  # shared by the lanes: they may share a channel
+        # Lanes writing at once. A write holds a connection and a gap fill takes a second
+        # one from the same pool, so the pool needs twice as many (the services' has 4).
+        self._writing = asyncio.Semaphore(writers)
         self.name = name  # the projection, for metrics
-        self._parked: list[_Parked] = []
-        self._parked_events = 0
-        self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
+        self._lanes: dict[int, _Lane] = {}
         self.stats = ApplyStats()
 
-    async def submit(self, delivery: Delivery, events: list[RecordedEvent]) -> None:
+    async def submit(self, delivery: Delivery, events: list[RecordedEvent], lane: int = 0) -> None:
         """Park a page until its batch is applied and acknowledged (or nacked: raises)."""
         parked = _Parked(delivery, events)
-        self._parked.append(parked)
-        self._parked_events += len(events)
-        self._wake.set()
-        if self._loop is None or self._loop.done():
-            self._loop = asyncio.create_task(self._run())
+        waiting = self._lanes.setdefault(lane, _Lane())
+        waiting.parked.append(parked)
+        waiting.events += len(events)
+        waiting.wake.set()
+        if waiting.loop is None or waiting.loop.done():
+            waiting.loop = asyncio.create_task(self._run(waiting))
         await parked.done
 
     async def close(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for lane in self._lanes.values():
+            if lane.loop is not None:
+                lane.loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.loop
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
         while True:
-            await self._wake.wait()
-            if self._parked_events < self.max_batch:
+            await lane.wake.wait()
+            if lane.events < self.max_batch:
                 # Let deliveries already read from the socket park too. No longer: the
                 # relay batches into pages, and pages that arrive while a batch is
                 # applied make the next batch, so waiting would only add latency.
                 await asyncio.sleep(self.max_wait)
-            self._wake.clear()
-            batch, self._parked = sorted(self._parked, key=_tag), []
-            self._parked_events = 0
+            lane.wake.clear()
+            batch, lane.parked = sorted(lane.parked, key=_tag), []
+            lane.events = 0
             if batch:
-                await self._apply(batch)
-            if self._parked:
-                self._wake.set()
+                async with self._writing:
+                    await self._apply(batch)
+            if lane.parked:
+                lane.wake.set()
 
     async def _apply(self, batch: list[_Parked]) -> None:
         try:
@@ -225,9 +245,7 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def documents_apply(
-    pool: asyncpg.Pool, store: EventStore, projection: Projection
-) -> ApplyBatch:
+def documents_apply(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> ApplyBatch:
     """Apply a batch: its pupils' documents read in one statement and written in one.
 
     No explicit transaction: BEGIN, COMMIT and row locks were two more round trips
@@ -303,28 +321,33 @@ def build_consumer(
         documents_apply(pool, store, projection), max_batch=max_batch, name=projection.name
     )
     for p in partitions if partitions is not None else range(topology.partitions):
-
-        @broker.subscriber(
+        broker.subscriber(
             topology.queue(projection.name, p),
             topology.pages,
             ack_policy=AckPolicy.MANUAL,
             decoder=_delivery,
             title=f"{projection.name}/{p}",
             description=f"Partition {p} of the {projection.name} projection",
-        )
-        async def handle(delivery: Any) -> None:
-            try:
-                events = parse_page(delivery.body)
-            except Exception as exc:
-                # Parsing fails the same way every time: dead-letter it now (after a
-                # fix, `senflow dlq replay` sends it again).
-                log.error("message_not_parsed", error=repr(exc)[:500])
-                await batcher.nack(delivery, requeue=False)
-                return
-            with contextlib.suppress(Exception):  # the batcher logged it and nacked
-                await batcher.submit(delivery, events)
-
+        )(_handler(batcher, p))
     return ConsumerService(projection, broker, batcher, pool, topology)
+
+
+def _handler(batcher: Batcher, partition: int) -> Callable[[Any], Awaitable[None]]:
+    """The handler of one partition's queue: its pages go to that partition's lane."""
+
+    async def handle(delivery: Any) -> None:
+        try:
+            events = parse_page(delivery.body)
+        except Exception as exc:
+            # Parsing fails the same way every time: dead-letter it now (after a
+            # fix, `senflow dlq replay` sends it again).
+            log.error("message_not_parsed", error=repr(exc)[:500])
+            await batcher.nack(delivery, requeue=False)
+            return
+        with contextlib.suppress(Exception):  # the batcher logged it and nacked
+            await batcher.submit(delivery, events, lane=partition)
+
+    return handle
 
 
 def faststream_app(service: ConsumerService) -> FastStream:
