@@ -55,6 +55,7 @@ ROOT = Path(__file__).parents[1]
 SERVICES = ("relay", "public-feed", *PROJECTIONS)
 SCHEMAS = [p.schema for p in PROJECTIONS.values()]
 OFFERED = 200.0  # events/s in the latency phase
+POLL_S = 0.002  # how often the latency phase looks at the projections
 P95_TARGET_MS = 50.0
 SUSTAINED_TARGET = 3000.0
 RSS_TARGET_MB = 150.0
@@ -213,7 +214,7 @@ async def latency_phase(
                             pending[r["sid"]] = still
                         else:
                             pending.pop(r["sid"], None)
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(POLL_S)
 
     poller = asyncio.create_task(poll())
     start = time.perf_counter()

@@ -365,3 +365,20 @@ async def test_writers_of_one_pupil_racing_without_locks_leave_the_newest_docume
         await asyncio.gather(*(apply(events[rng.randint(0, c - 1) : c]) for c in cuts))
         docs = await _docs(pool, [pupil])
         assert docs[pupil] == list(range(1, max(cuts) + 1))
+
+
+async def test_documents_are_compressed_with_lz4_where_the_server_has_it(pool):
+    from senflow.projections.tables import ensure_tables
+
+    async with pool.acquire() as conn:
+        await ensure_tables(conn, ORDERLY)
+        await ensure_tables(conn, ORDERLY)  # again: a no-op, no error
+        has_lz4 = await conn.fetchval(
+            """SELECT 'lz4' = ANY(enumvals) FROM pg_settings
+                WHERE name = 'default_toast_compression'"""
+        )
+        method = await conn.fetchval(
+            """SELECT attcompression::text FROM pg_attribute
+                WHERE attrelid = 'senflow_orderly.docs'::regclass AND attname = 'doc'"""
+        )
+    assert method == ("l" if has_lz4 else "")
