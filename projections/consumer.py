@@ -32,7 +32,7 @@ from senflow.events.envelope import RecordedEvent
 from senflow.projections.acks import Acknowledger, Delivery
 from senflow.projections.base import Projection
 from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
-from senflow.services.bus.pages import parse_page
+from senflow.services.bus.pages import PartlyInvalid, parse_page
 from senflow.services.bus.topology import Topology, declare
 from senflow.services.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES, PROJECTION_FILLED
 from senflow.services.store.eventstore import EventStore
@@ -57,6 +57,7 @@ ApplyBatch = Callable[[Sequence[RecordedEvent]], Awaitable[ApplyStats]]
 class _Parked:
     delivery: Delivery
     events: list[RecordedEvent]
+    invalid: Exception | None = None  # some envelopes could not be read (see PartlyInvalid)
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -76,9 +77,11 @@ class Batcher:
     """Collects concurrently delivered pages and applies them in batches, in order.
 
     Each lane (a partition: its pupils are no other lane's) has one loop task
-    doing its applying, so one partition's batch never waits behind another's
-    write; handlers park their page and wait for their lane's loop to settle it
-    (result or error). ``max_batch`` counts events.
+    doing its applying, and up to ``writers`` lanes write at once, so one
+    partition's batch need not wait behind another's write; handlers park their
+    page and wait for their lane's loop to settle it (result or error). A batch
+    is the lane's parked pages in delivery order, up to ``max_batch`` events
+    (a bigger page goes alone).
     """
 
     def __init__(
@@ -98,9 +101,19 @@ class Batcher:
         self._lanes: dict[int, _Lane] = {}
         self.stats = ApplyStats()
 
-    async def submit(self, delivery: Delivery, events: list[RecordedEvent], lane: int = 0) -> None:
-        """Park a page until its batch is applied and acknowledged (or nacked: raises)."""
-        parked = _Parked(delivery, events)
+    async def submit(
+        self,
+        delivery: Delivery,
+        events: list[RecordedEvent],
+        lane: int = 0,
+        invalid: Exception | None = None,
+    ) -> None:
+        """Park a page until its batch is applied and acknowledged (or nacked: raises).
+
+        With ``invalid`` the page had envelopes that could not be read: its good
+        events are applied all the same, then it is dead-lettered at once.
+        """
+        parked = _Parked(delivery, events, invalid)
         waiting = self._lanes.setdefault(lane, _Lane())
         waiting.parked.append(parked)
         waiting.events += len(events)
@@ -120,13 +133,15 @@ class Batcher:
         while True:
             await lane.wake.wait()
             if lane.events < self.max_batch:
-                # Let deliveries already read from the socket park too. No longer: the
-                # relay batches into pages, and pages that arrive while a batch is
-                # applied make the next batch, so waiting would only add latency.
+                # By default a bare yield, so deliveries already read from the socket
+                # park too. No longer than that: the relay batches events into pages,
+                # and pages arriving during a write make the next batch anyway.
                 await asyncio.sleep(self.max_wait)
             lane.wake.clear()
-            batch, lane.parked = sorted(lane.parked, key=_tag), []
-            lane.events = 0
+            ordered = sorted(lane.parked, key=_tag)
+            batch = _first_pages(ordered, self.max_batch)
+            lane.parked = ordered[len(batch) :]
+            lane.events -= sum(len(p.events) for p in batch)
             if batch:
                 async with self._writing:
                     await self._apply(batch)
@@ -141,10 +156,21 @@ class Batcher:
             for p in batch:
                 await self._apply_alone(p)
             return
-        await self._ack(batch)
+        await self._ack([p for p in batch if p.invalid is None])
         for p in batch:
             self._log_applied(p.events)
-            _settle(p.done)
+            await self._finish(p)
+
+    async def _finish(self, page: _Parked) -> None:
+        """Settle a page whose events are applied: it is done, unless it had envelopes
+        that could not be read, which send it to the dead letters at once."""
+        if page.invalid is None:
+            _settle(page.done)
+            return
+        log.error("page_partly_invalid", error=repr(page.invalid)[:500])
+        await self.nack(page.delivery, requeue=False)
+        if not page.done.done():
+            page.done.set_exception(page.invalid)
 
     async def _apply_alone(self, page: _Parked) -> None:
         """Apply one page, or else each of its events: the good ones go in, a bad one
@@ -158,9 +184,10 @@ class Batcher:
                 if not page.done.done():
                     page.done.set_exception(failure)
                 return
-        await self._ack([page])
+        if page.invalid is None:
+            await self._ack([page])
         self._log_applied(page.events)
-        _settle(page.done)
+        await self._finish(page)
 
     async def _apply_one_by_one(self, events: list[RecordedEvent]) -> Exception | None:
         failure: Exception | None = None
@@ -234,6 +261,16 @@ class Batcher:
             PROJECTION_APPLIED.labels(self.name).inc(s.applied)
             PROJECTION_DUPLICATES.labels(self.name).inc(s.duplicates)
             PROJECTION_FILLED.labels(self.name).inc(s.filled)
+
+
+def _first_pages(pages: list[_Parked], max_events: int) -> list[_Parked]:
+    """The first pages holding no more than ``max_events`` events (at least one page)."""
+    taken, count = 0, 0
+    for p in pages:
+        if taken and count + len(p.events) > max_events:
+            break
+        taken, count = taken + 1, count + len(p.events)
+    return pages[:taken]
 
 
 def _tag(p: _Parked) -> int:
@@ -336,8 +373,11 @@ def _handler(batcher: Batcher, partition: int) -> Callable[[Any], Awaitable[None
     """The handler of one partition's queue: its pages go to that partition's lane."""
 
     async def handle(delivery: Any) -> None:
+        invalid: PartlyInvalid | None = None
         try:
             events = parse_page(delivery.body)
+        except PartlyInvalid as exc:  # apply what can be read, dead-letter the page
+            events, invalid = exc.events, exc
         except Exception as exc:
             # Parsing fails the same way every time: dead-letter it now (after a
             # fix, `senflow dlq replay` sends it again).
@@ -345,7 +385,7 @@ def _handler(batcher: Batcher, partition: int) -> Callable[[Any], Awaitable[None
             await batcher.nack(delivery, requeue=False)
             return
         with contextlib.suppress(Exception):  # the batcher logged it and nacked
-            await batcher.submit(delivery, events, lane=partition)
+            await batcher.submit(delivery, events, lane=partition, invalid=invalid)
 
     return handle
 

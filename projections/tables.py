@@ -45,7 +45,8 @@ def _ddl(schema: str, projection: Projection) -> list[str]:
                 THEN
                     ALTER TABLE {schema}.docs ALTER COLUMN doc SET COMPRESSION lz4;
                 END IF;
-            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL;
+            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value
+                        OR undefined_column THEN NULL;  -- no lz4, or PostgreSQL 13
             END $$""",
         f"CREATE INDEX IF NOT EXISTS docs_school ON {schema}.docs (trust_id, school_urn)",
         f"CREATE INDEX IF NOT EXISTS docs_position ON {schema}.docs (position)",

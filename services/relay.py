@@ -39,7 +39,7 @@ from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
 from senflow.services.bus.pages import cut, page_message
-from senflow.services.bus.topology import Topology, declare, routing_key
+from senflow.services.bus.topology import Topology, declare, retire_legacy, routing_key
 from senflow.services.metrics import RELAY_LAG, RELAY_PUBLISHED
 from senflow.services.store.db import SERVER_SETTINGS
 from senflow.services.store.eventstore import NOTIFY_CHANNEL, EventStore
@@ -90,6 +90,8 @@ class Feed(StrEnum):
     PAGES = "pages"  # the projections: pages of events per partition, mandatory
     EVENTS = "events"  # the public feed: one message per event, for downstream systems
 
+
+_FINISH_SECONDS = 5.0  # on stop, how long batches in flight may take to be confirmed
 
 # Each feed's relay name, which names its checkpoint and its leader lock.
 RELAY_NAMES = {Feed.PAGES: "main", Feed.EVENTS: "public"}
@@ -179,10 +181,13 @@ class _InFlight:
     def __post_init__(self) -> None:
         self.confirmed = asyncio.gather(*self.tasks)
 
-    async def abandon(self) -> None:
-        """Stop what is still being sent; whatever failed is known already."""
+    def cancel(self) -> None:
+        """Stop what is still being sent (nothing is awaited: see ``_pipeline``)."""
         for t in self.tasks:
             t.cancel()
+
+    async def settled(self) -> None:
+        """Until every task has ended; their failures are retrieved, not raised."""
         await asyncio.gather(self.confirmed, *self.tasks, return_exceptions=True)
 
 
@@ -193,7 +198,7 @@ class Relay:
         dsn: str,
         amqp_url: str,
         topology: Topology,
-        name: str = "main",
+        name: str | None = None,
         batch: int = 500,
         idle_wait: float = 0.5,
         start_position: int = 0,
@@ -201,7 +206,8 @@ class Relay:
         in_flight: int = 4,
     ) -> None:
         self.store, self.dsn, self.amqp_url, self.topology = store, dsn, amqp_url, topology
-        self.name, self.batch, self.idle_wait = name, batch, idle_wait
+        self.name = name or RELAY_NAMES[feed]  # its checkpoint and its leader lock
+        self.batch, self.idle_wait = batch, idle_wait
         self.feed, self.in_flight = feed, in_flight
         self._backoff = 0.2
         self.start_position = start_position  # where a relay of a new name begins
@@ -262,6 +268,11 @@ class Relay:
                     if not connected:
                         await broker.connect()
                         await declare(broker, self.topology)
+                        if self.feed is Feed.PAGES:
+                            # Only now, holding the lead no relay of an older release can
+                            # hold: until this point its per-event messages must still
+                            # reach the projections' queues.
+                            await retire_legacy(broker, self.topology)
                         connected = True
                     await self._pipeline(broker, lock, wake, stop)
                 except Exception as exc:
@@ -309,16 +320,33 @@ class Relay:
                     tasks = await send(broker, self.topology, events, self.feed)
                     pending.append(_InFlight(events[-1].position, len(events), tasks))
                     sent_to = events[-1].position
-                if pending and (not events or len(pending) >= self.in_flight):
+                if len(pending) >= self.in_flight:  # full: new commits must wait anyway
+                    await _first(pending[0].confirmed, stop)
+                elif pending and not events:
                     await _first(pending[0].confirmed, wake, stop)
                 elif not pending:
                     RELAY_LAG.set(0)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(_first(wake, stop), self.idle_wait)
                 await self._confirm(lock, pending)
+            await self._finish(lock, pending)
         finally:
+            # Every task is cancelled before anything is awaited: a batch sent in this
+            # very turn must not go out after the pipeline has given up on an earlier one.
             for batch in pending:
-                await batch.abandon()
+                batch.cancel()
+            await asyncio.gather(*(b.settled() for b in pending))
+
+    async def _finish(self, lock: asyncpg.Connection, pending: deque[_InFlight]) -> None:
+        """On stop: give the batches in flight a moment to be confirmed and checkpointed,
+        so a restart does not send them again (it would be safe, only wasteful)."""
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.wait([b.confirmed for b in pending]), _FINISH_SECONDS
+                )
+            with contextlib.suppress(Exception):
+                await self._confirm(lock, pending)
 
     async def _confirm(self, lock: asyncpg.Connection, pending: deque[_InFlight]) -> None:
         """Move the checkpoint past the oldest batches the broker has confirmed."""

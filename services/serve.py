@@ -49,23 +49,13 @@ async def serve_relay(settings: Settings, feed: Feed = Feed.PAGES) -> None:
     serve_metrics(settings.metrics_port)
     pool = await create_pool(settings.database_url, max_size=4)
     try:
-        # A public feed started beside an older relay that published both begins where
-        # that one is, not at the start of history (a fresh install starts at 0 anyway).
-        start = 0
-        if feed is Feed.EVENTS:
-            async with pool.acquire() as conn:
-                start = await conn.fetchval(
-                    "SELECT position FROM relay_checkpoint WHERE name = $1",
-                    RELAY_NAMES[Feed.PAGES],
-                )
         relay = Relay(
             EventStore(pool),
             settings.database_url,
             settings.amqp_url,
             topology_from(settings),
             name=RELAY_NAMES[feed],
-            start_position=start or 0,
-            feed=feed,
+            feed=feed,  # a new feed starts at 0; migration 0006 seeded the public one
         )
         await relay.run(stop)
     finally:

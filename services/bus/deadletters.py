@@ -66,15 +66,16 @@ def _target_queue(
     msg: aio_pika.abc.AbstractIncomingMessage, topology: Topology, service: str
 ) -> str:
     """The partition queue a dead letter goes back to (the default exchange routes by
-    queue name): the one it died in, else its pupil's, else the first."""
+    queue name): the one it died in, else its (first) pupil's, else the first."""
     died_in = _from_queue(msg)
     partitions = {topology.queue_name(service, p) for p in range(topology.partitions)}
     if died_in in partitions:
         return died_in
     stream_id = _text((msg.headers or {}).get("stream_id"))
     try:
-        return topology.queue_name(service, topology.partition_of(UUID(stream_id or "")))
-    except ValueError:
+        pupil = UUID(stream_id) if stream_id else parse_page(msg.body)[0].stream_id
+        return topology.queue_name(service, topology.partition_of(pupil))
+    except (ValueError, IndexError):
         return topology.queue_name(service, 0)
 
 

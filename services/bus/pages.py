@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
-from pydantic import TypeAdapter
+import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from senflow.events.envelope import RecordedEvent
 from senflow.services.bus.topology import Topology
@@ -28,11 +29,40 @@ _PAGE = TypeAdapter(list[RecordedEvent])
 _CONTEXT = {"allow_redacted": True}  # personal fields arrive withheld
 
 
+class PartlyInvalid(ValueError):
+    """A page whose array parsed but some of whose envelopes did not validate: the valid
+    ones are in ``events``, so they can be applied before the page is dead-lettered."""
+
+    def __init__(self, events: list[RecordedEvent], errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} envelope(s) of the page invalid: {errors[0]}")
+        self.events, self.errors = events, errors
+
+
 def parse_page(body: bytes) -> list[RecordedEvent]:
-    """A page's events (or a single envelope's, as a page of one); raises if either is bad."""
-    if body.lstrip()[:1] == b"[":
-        return _PAGE.validate_json(body, context=_CONTEXT)
-    return [RecordedEvent.model_validate_json(body, context=_CONTEXT)]
+    """A page's events (or a single envelope's, as a page of one).
+
+    Raises ``PartlyInvalid`` when only some envelopes are bad (an event type this
+    consumer does not know yet, say), ``ValueError`` when nothing is usable.
+    """
+    if body.lstrip()[:1] != b"[":
+        return [RecordedEvent.model_validate_json(body, context=_CONTEXT)]
+    try:
+        return _PAGE.validate_json(body, context=_CONTEXT)  # the whole page at once: fast
+    except ValidationError:
+        pass
+    raw = orjson.loads(body)  # raises ValueError if this is not JSON at all
+    if not isinstance(raw, list):
+        raise ValueError("a page is a JSON array of envelopes")
+    events: list[RecordedEvent] = []
+    errors: list[str] = []
+    for item in raw:
+        try:
+            events.append(RecordedEvent.model_validate(item, context=_CONTEXT))
+        except ValidationError as exc:
+            errors.append(str(exc).splitlines()[0][:200])
+    if not events:
+        raise ValueError(f"no envelope of the page is valid: {errors[0] if errors else ''}")
+    raise PartlyInvalid(events, errors)
 
 
 def cut(

@@ -63,7 +63,7 @@ class Topology:
         return zlib.crc32(stream_id.bytes) % self.partitions
 
     def legacy_hash_exchange(self, service: str) -> str:
-        """Where a release before pages fed the service from (deleted on declare)."""
+        """Where a release before pages fed the service from (see ``retire_legacy``)."""
         return f"{self.prefix}.{service}.hash"
 
     def queue_name(self, service: str, partition: int) -> str:
@@ -108,15 +108,25 @@ async def declare(broker: RabbitBroker, topology: Topology) -> None:
     pages = await broker.declare_exchange(topology.pages)
     dlx = await broker.declare_exchange(topology.dead_letters)
     for service in topology.services:
-        # A release before pages bound the queues to a per-service hash exchange on the
-        # public feed: left in place, each event would arrive twice (once per event and
-        # once in a page). Deleting the exchange removes its bindings; absent, a no-op.
-        await pages.channel.exchange_delete(topology.legacy_hash_exchange(service))
         for p in range(topology.partitions):
             q = await broker.declare_queue(topology.queue(service, p))
             await q.bind(pages, routing_key=str(p))
         dlq = await broker.declare_queue(topology.dlq(service))
         await dlq.bind(dlx, routing_key=service)
+
+
+async def retire_legacy(broker: RabbitBroker, topology: Topology) -> None:
+    """Delete the per-service hash exchanges of releases before pages (absent: a no-op).
+
+    They fed the projections' queues one message per event from the public feed.
+    Only the pages relay calls this, once it holds the lead: while a relay of an
+    older release may still be publishing, its events must keep reaching the
+    queues (new consumers read a single event as a page of one). Left in place
+    after, each event would arrive twice. Deleting an exchange drops its bindings.
+    """
+    events = await broker.declare_exchange(topology.events)
+    for service in topology.services:
+        await events.channel.exchange_delete(topology.legacy_hash_exchange(service))
 
 
 async def remove(amqp_url: str, topology: Topology) -> None:

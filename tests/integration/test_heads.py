@@ -74,7 +74,7 @@ async def test_a_database_from_before_the_change_migrates_with_its_events(monkey
             before = uuid.uuid4()
             await store.append(before, [new_event(registered()), new_event(concern())], 0)
             monkeypatch.setattr(migrations, "available", lambda: everything)
-            assert [m.version for m in await migrate(url)] == [5]
+            assert [m.version for m in await migrate(url)] == [5, 6]
             after = uuid.uuid4()
             await store.append(after, [new_event(registered())], 0)
             await store.append(before, [new_event(concern("later"))], 2)
@@ -91,3 +91,38 @@ async def test_a_database_from_before_the_change_migrates_with_its_events(monkey
         admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
         await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_the_public_feed_starts_where_the_relay_had_published_to(monkeypatch):
+    """Upgrading from a release whose one relay published both feeds: the public feed's
+    checkpoint is seeded from it by the migration, before any new relay moves "main"."""
+    url = with_database(BASE_URL, f"senflow_test_feed_{uuid.uuid4().hex[:10]}")
+    everything = migrations.available()
+    monkeypatch.setattr(migrations, "available", lambda: [m for m in everything if m.version < 6])
+    try:
+        await migrate(url)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("INSERT INTO relay_checkpoint (name, position) VALUES ('main', 42)")
+            monkeypatch.setattr(migrations, "available", lambda: everything)
+            await migrate(url)
+            rows = dict(await conn.fetch("SELECT name, position FROM relay_checkpoint"))
+            assert rows == {"main": 42, "public": 42}
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_head_may_be_updated_to_its_own_id(store, pool, migrated):
+    pupil = uuid.uuid4()
+    await store.append(pupil, [new_event(registered())], 0)
+    async with pool.acquire() as conn:
+        assert (
+            await conn.execute(
+                "UPDATE streams SET stream_id = stream_id WHERE stream_id = $1", pupil
+            )
+            == "UPDATE 1"
+        )

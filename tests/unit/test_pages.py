@@ -12,10 +12,10 @@ import pytest
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.consumer import Batcher
 from senflow.projections.tables import ApplyStats
-from senflow.services.bus.pages import cut, page_message, parse_page
+from senflow.services.bus.pages import PartlyInvalid, cut, page_message, parse_page
 from senflow.services.bus.topology import Topology
 from tests.integration.helpers import concern
-from tests.unit.test_acks import Channel, deliver
+from tests.unit.test_acks import Channel, FakeDelivery, deliver
 
 pytestmark = pytest.mark.unit
 
@@ -135,3 +135,66 @@ async def test_one_partitions_slow_write_does_not_hold_up_another_partition() ->
     await asyncio.wait_for(held, 2)
     await batcher.close()
     assert sorted(channel.sent) == [("ack", 1, True), ("ack", 2, False)]
+
+
+def test_a_page_with_some_unreadable_envelopes_gives_the_readable_ones() -> None:
+    pupil = uuid4()
+    good = [event(pupil, 1, 1), event(pupil, 2, 2)]
+    bodies = [
+        good[0].model_dump_json().encode(),
+        b'{"not": "an event"}',
+        good[1].model_dump_json().encode(),
+    ]
+    with pytest.raises(PartlyInvalid) as caught:
+        parse_page(b"[" + b",".join(bodies) + b"]")
+    assert caught.value.events == good and len(caught.value.errors) == 1
+
+
+async def test_readable_events_of_a_partly_invalid_page_are_applied_then_it_is_dead_lettered() -> (
+    None
+):
+    applied: list[UUID] = []
+
+    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
+        applied.extend(e.event_id for e in events)
+        return ApplyStats(applied=len(events))
+
+    requeued: list[bool] = []
+
+    class Recording(FakeDelivery):
+        async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+            requeued.append(requeue)
+            await super().nack(multiple, requeue)
+
+    channel = Channel()
+    channel.outstanding |= {1, 2}
+    partly, whole = Recording(channel, 1), Recording(channel, 2)
+    batcher = Batcher(apply)
+    good = event(uuid4(), 1, 1)
+    other = event(uuid4(), 1, 2)
+    results = await asyncio.gather(
+        batcher.submit(partly, [good], invalid=PartlyInvalid([good], ["bad"])),
+        batcher.submit(whole, [other]),
+        return_exceptions=True,
+    )
+    await batcher.close()
+    assert isinstance(results[0], PartlyInvalid) and results[1] is None
+    assert sorted(applied) == sorted([good.event_id, other.event_id])
+    assert requeued == [False]  # at once: reading it will fail the same way every time
+    assert not channel.outstanding
+
+
+async def test_a_batch_holds_whole_pages_up_to_max_batch_events() -> None:
+    sizes: list[int] = []
+
+    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
+        sizes.append(len(events))
+        return ApplyStats(applied=len(events))
+
+    channel = Channel()
+    d = deliver(channel, range(1, 5))
+    batcher = Batcher(apply, max_batch=5)
+    pages = [[event(uuid4(), 1, 10 * t + i) for i in range(3)] for t in range(1, 5)]
+    await asyncio.gather(*(batcher.submit(d[t], pages[t - 1]) for t in range(1, 5)))
+    await batcher.close()
+    assert sum(sizes) == 12 and max(sizes) <= 5
