@@ -4,7 +4,7 @@
 (one message per event for downstream systems) and ``senflow serve
 register|provision-map|audit|compliance`` run these until SIGTERM or SIGINT,
 then stop gracefully: consumers finish and acknowledge the batch in hand, a
-relay stops after its current batch.
+relay gives its batches in flight up to 5 s to be confirmed and checkpointed.
 """
 
 from __future__ import annotations
