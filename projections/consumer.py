@@ -63,25 +63,15 @@ class _Parked:
     )
 
 
-@dataclass
-class _Lane:
-    """One partition's pages waiting for their batch, and the task that applies them."""
-
-    parked: list[_Parked] = field(default_factory=list)
-    events: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    loop: asyncio.Task[None] | None = None
-
-
 class Batcher:
     """Collects concurrently delivered pages and applies them in batches, in order.
 
-    Each lane (a partition: its pupils are no other lane's) has one loop task
-    doing its applying, and up to ``writers`` lanes write at once, so one
-    partition's batch need not wait behind another's write; handlers park their
-    page and wait for their lane's loop to settle it (result or error). A batch
-    is the lane's parked pages in delivery order, up to ``max_batch`` events
-    (a bigger page goes alone).
+    One loop task does all the applying; handlers park their page and wait for
+    the loop to settle it (result or error). A batch is the parked pages in
+    delivery order, up to ``max_batch`` events (a bigger page goes alone), of
+    every partition this process consumes: one read and one write for them all.
+    (A loop per partition was tried: at a light load it doubled the writes and
+    made the latency's tail worse, 77-94 ms at p95 against 51-61.)
     """
 
     def __init__(
@@ -90,22 +80,20 @@ class Batcher:
         max_batch: int = 500,
         max_wait: float = 0.0,
         name: str = "",
-        writers: int = 2,
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
-        self.acks = Acknowledger()  # shared by the lanes: they may share a channel
-        # Lanes writing at once. A write holds a connection and a gap fill takes a second
-        # one from the same pool, so the pool needs twice as many (the services' has 4).
-        self._writing = asyncio.Semaphore(writers)
+        self.acks = Acknowledger()
         self.name = name  # the projection, for metrics
-        self._lanes: dict[int, _Lane] = {}
+        self._parked: list[_Parked] = []
+        self._parked_events = 0
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
         self.stats = ApplyStats()
 
     async def submit(
         self,
         delivery: Delivery,
         events: list[RecordedEvent],
-        lane: int = 0,
         invalid: Exception | None = None,
     ) -> None:
         """Park a page until its batch is applied and acknowledged (or nacked: raises).
@@ -114,39 +102,36 @@ class Batcher:
         events are applied all the same, then it is dead-lettered at once.
         """
         parked = _Parked(delivery, events, invalid)
-        waiting = self._lanes.setdefault(lane, _Lane())
-        waiting.parked.append(parked)
-        waiting.events += len(events)
-        waiting.wake.set()
-        if waiting.loop is None or waiting.loop.done():
-            waiting.loop = asyncio.create_task(self._run(waiting))
+        self._parked.append(parked)
+        self._parked_events += len(events)
+        self._wake.set()
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._run())
         await parked.done
 
     async def close(self) -> None:
-        for lane in self._lanes.values():
-            if lane.loop is not None:
-                lane.loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.loop
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
 
-    async def _run(self, lane: _Lane) -> None:
+    async def _run(self) -> None:
         while True:
-            await lane.wake.wait()
-            if lane.events < self.max_batch:
+            await self._wake.wait()
+            if self._parked_events < self.max_batch:
                 # By default a bare yield, so deliveries already read from the socket
                 # park too. No longer than that: the relay batches events into pages,
                 # and pages arriving during a write make the next batch anyway.
                 await asyncio.sleep(self.max_wait)
-            lane.wake.clear()
-            ordered = sorted(lane.parked, key=_tag)
+            self._wake.clear()
+            ordered = sorted(self._parked, key=_tag)
             batch = _first_pages(ordered, self.max_batch)
-            lane.parked = ordered[len(batch) :]
-            lane.events -= sum(len(p.events) for p in batch)
+            self._parked = ordered[len(batch) :]
+            self._parked_events -= sum(len(p.events) for p in batch)
             if batch:
-                async with self._writing:
-                    await self._apply(batch)
-            if lane.parked:
-                lane.wake.set()
+                await self._apply(batch)
+            if self._parked:
+                self._wake.set()
 
     async def _apply(self, batch: list[_Parked]) -> None:
         try:
@@ -365,12 +350,12 @@ def build_consumer(
             decoder=_delivery,
             title=f"{projection.name}/{p}",
             description=f"Partition {p} of the {projection.name} projection",
-        )(_handler(batcher, p))
+        )(_handler(batcher))
     return ConsumerService(projection, broker, batcher, pool, topology)
 
 
-def _handler(batcher: Batcher, partition: int) -> Callable[[Any], Awaitable[None]]:
-    """The handler of one partition's queue: its pages go to that partition's lane."""
+def _handler(batcher: Batcher) -> Callable[[Any], Awaitable[None]]:
+    """The handler of a partition's queue: it parses a page and parks it in the batcher."""
 
     async def handle(delivery: Any) -> None:
         invalid: PartlyInvalid | None = None
@@ -385,7 +370,7 @@ def _handler(batcher: Batcher, partition: int) -> Callable[[Any], Awaitable[None
             await batcher.nack(delivery, requeue=False)
             return
         with contextlib.suppress(Exception):  # the batcher logged it and nacked
-            await batcher.submit(delivery, events, lane=partition, invalid=invalid)
+            await batcher.submit(delivery, events, invalid=invalid)
 
     return handle
 

@@ -116,27 +116,6 @@ async def test_a_bad_event_nacks_only_its_page_and_every_good_event_is_applied()
     assert batcher.stats.applied == 3
 
 
-async def test_one_partitions_slow_write_does_not_hold_up_another_partition() -> None:
-    slow, fast = uuid4(), uuid4()
-    release = asyncio.Event()
-
-    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
-        if any(e.stream_id == slow for e in events):
-            await release.wait()  # a long write (a big document, a slow disk)
-        return ApplyStats(applied=len(events))
-
-    channel = Channel()
-    d = deliver(channel, range(1, 3))
-    batcher = Batcher(apply)
-    held = asyncio.create_task(batcher.submit(d[1], [event(slow, 1, 1)], lane=0))
-    await asyncio.wait_for(batcher.submit(d[2], [event(fast, 1, 2)], lane=1), 2)
-    assert not held.done() and channel.sent == [("ack", 2, False)]  # 1 is still being written
-    release.set()
-    await asyncio.wait_for(held, 2)
-    await batcher.close()
-    assert sorted(channel.sent) == [("ack", 1, True), ("ack", 2, False)]
-
-
 def test_a_page_with_some_unreadable_envelopes_gives_the_readable_ones() -> None:
     pupil = uuid4()
     good = [event(pupil, 1, 1), event(pupil, 2, 2)]
