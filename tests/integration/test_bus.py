@@ -382,3 +382,40 @@ async def test_documents_are_compressed_with_lz4_where_the_server_has_it(pool):
                 WHERE attrelid = 'senflow_orderly.docs'::regclass AND attname = 'doc'"""
         )
     assert method == ("l" if has_lz4 else "")
+
+
+async def test_the_pages_relay_retires_the_old_hash_exchanges_once_it_leads(
+    store, migrated, topology
+):
+    """A release before pages fed the queues from per-service hash exchanges on the public
+    feed. They stay while an old relay may publish (the public feed's relay leaves them),
+    and go once the pages relay holds the lead, so no event arrives twice after."""
+    legacy = topology.legacy_hash_exchange("orderly")
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        events = await channel.declare_exchange(topology.events.name, "topic", durable=True)
+        old = await channel.declare_exchange(legacy, "topic", durable=True)
+        await old.bind(events, routing_key="#")
+
+        async def exists() -> bool:
+            probe = await connection.channel()
+            try:
+                await probe.declare_exchange(legacy, "topic", passive=True)
+                return True
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+
+        async with running_relay(store, migrated, topology, feed=Feed.EVENTS) as feed:
+            await asyncio.wait_for(feed.is_leader.wait(), 10)
+            await asyncio.sleep(0.3)
+            assert await exists()
+        async with running_relay(store, migrated, topology) as relay:
+            await asyncio.wait_for(relay.is_leader.wait(), 10)
+            await eventually(lambda: _gone(exists), what="the old exchange retired")
+    finally:
+        await connection.close()
+
+
+async def _gone(exists) -> bool:
+    return not await exists()
