@@ -97,6 +97,9 @@ def test_three_instances_per_projection_share_the_work_in_order(tmp_path):
             )
             assert applied > 0, f"{projection} instance on {port} did nothing\n{tail}"
             assert filled == 0, f"{projection} on {port} saw events out of order\n{tail}"
+            # the observer reports the dead-letter queue's depth (none here)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            assert re.search(rb"^senflow_dead_letters\{[^}]*\} 0\.0$", text, re.MULTILINE), tail
         equal = asyncio.run(_equal_to_rebuild(env["SENFLOW_DATABASE_URL"]))
         assert equal == {p: True for p in PROJECTIONS}
     finally:
