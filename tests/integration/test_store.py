@@ -215,6 +215,29 @@ async def test_verify_names_the_first_event_changed_behind_the_databases_back(
     await _remove_streams(pool, pupil)
 
 
+async def test_a_row_changed_until_it_no_longer_decodes_is_reported_not_raised(
+    store: EventStore, pool
+):
+    """An evidence pack of a pupil whose row was mangled must still be made, and say so."""
+    pupil = uuid.uuid4()
+    result = await store.append(
+        pupil, [new_event(registered()), new_event(concern()), new_event(concern("b"))], 0
+    )
+    await _behind_the_databases_back(
+        pool,
+        """UPDATE events SET data = '{"event_type": "concern_raised"}'::jsonb
+            WHERE event_id = $1""",
+        result.event_ids[1],
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the plain read cannot decode it
+        await store.read_stream(pupil)
+    events, report = await read_verified(pool, pupil)
+    assert not report.ok and report.breaks[0].event_id == result.event_ids[1]
+    assert [e.event_id for e in events] == [result.event_ids[0], result.event_ids[2]]
+    assert (await verify(pool, pupil)).breaks == report.breaks
+    await _remove_streams(pool, pupil)
+
+
 async def test_verify_detects_removed_events(store: EventStore, pool):
     middle, tail = uuid.uuid4(), uuid.uuid4()
     m = await store.append(
