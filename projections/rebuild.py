@@ -18,12 +18,10 @@ per-pupil versions tell it what is already applied.
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -34,7 +32,7 @@ import structlog
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Projection
 from senflow.projections.tables import ROW_COLUMNS, Current, apply_events, ensure_tables
-from senflow.services.store.eventstore import _SCAN, EventStore, _Decoder
+from senflow.services.store.eventstore import _SCAN, EventStore, _Decoder, no_cycle_collector
 
 log = structlog.get_logger(__name__)
 
@@ -45,25 +43,6 @@ class RebuildResult:
     pupils: int
     position: int
     swapped: bool
-
-
-@contextmanager
-def _no_cycle_collector() -> Iterator[None]:
-    """Pause Python's cycle collector while folding the log.
-
-    The fold allocates millions of objects that outlive a young collection (the
-    documents until the COPY, a page of events until the next), so the collector
-    would scan them again and again; it has nothing to find, as documents and
-    events hold no cycles (reference counting frees them). That scanning was a
-    third of a rebuild's time.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 async def _pages(store: EventStore, batch: int) -> AsyncIterator[list[RecordedEvent]]:
@@ -86,7 +65,9 @@ async def _fold(
     version order; the count of events and the last event's position."""
     docs: dict[UUID, Current] = {}
     count = position = 0
-    with _no_cycle_collector():
+    # The fold keeps millions of objects alive until the COPY, with no cycles among them:
+    # the collector would scan them again and again (it was a third of a rebuild's time).
+    with no_cycle_collector():
         async for events in pages:
             for e in events:
                 cur = docs.get(e.stream_id)
