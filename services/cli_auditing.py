@@ -193,7 +193,7 @@ def evidence_cmd(
                         "impact": provision_map.intervention_impact(prov),
                     },
                 }
-            packs = [await gather.evidence_pack(store, pool, p, day, generated_at) for p in chosen]
+            packs = [await gather.evidence_pack(pool, p, day, generated_at) for p in chosen]
             return packs, index
 
     try:
@@ -403,11 +403,10 @@ def export_sar(
     """Subject access export: everything held about one pupil, decrypted, in one JSON file."""
     from senflow.services.auditing import gather, output
     from senflow.services.auditing.sar import sar_document
-    from senflow.services.store.eventstore import EventStore
 
     async def go(settings: Settings) -> dict[str, Any]:
         async with bootstrap.pool(settings) as pool:
-            return await gather.sar_material(EventStore(pool), pool, pupil)
+            return await gather.sar_material(pool, pupil)
 
     try:
         material = _run(go)

@@ -106,7 +106,7 @@ async def verified_events(pool: Any, pupil_id: UUID) -> tuple[list[RecordedEvent
 
 
 async def evidence_pack(
-    store: EventStore, pool: Any, pupil_id: UUID, on: date, generated_at: datetime | None = None
+    pool: Any, pupil_id: UUID, on: date, generated_at: datetime | None = None
 ) -> Doc:
     events, checked = await verified_events(pool, pupil_id)
     pack = build_pack(events, checked, on, generated_at or datetime.now(UTC))
@@ -120,7 +120,7 @@ async def evidence_pack(
     return pack
 
 
-async def sar_material(store: EventStore, pool: Any, pupil_id: UUID) -> Doc:
+async def sar_material(pool: Any, pupil_id: UUID) -> Doc:
     """What a subject access export needs: events, held read models, vault status, chain."""
     events, checked = await verified_events(pool, pupil_id)
     held: dict[str, Doc] = {}

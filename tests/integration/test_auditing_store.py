@@ -124,7 +124,7 @@ async def test_replay_as_of_and_as_known_at_with_a_late_correction_and_a_late_en
 
 async def test_evidence_pack_from_the_store_matches_the_events(store: EventStore, pool):
     pupil, _, late = await _late_story(store)
-    pack = await gather.evidence_pack(store, pool, pupil, TODAY)
+    pack = await gather.evidence_pack(pool, pupil, TODAY)
     events = await store.read_stream(pupil)
     assert pack["record"]["events"] == len(events) == 28
     assert pack["verification"]["ok"] and pack["verification"]["head_hash"] == events[-1].hash
