@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -62,18 +64,32 @@ async def test_a_head_with_events_cannot_be_deleted_renamed_or_truncated(store: 
     assert len(await store.read_stream(pupil)) == 1
 
 
-async def test_a_database_from_before_the_change_migrates_with_its_events(monkeypatch):
+@asynccontextmanager
+async def _database_before(version: int, monkeypatch) -> AsyncIterator[str]:
+    """A database of its own, migrated up to (not including) ``version``; later
+    ``migrate`` calls see every migration. Dropped afterwards."""
     url = with_database(BASE_URL, f"senflow_test_heads_{uuid.uuid4().hex[:10]}")
     everything = migrations.available()
-    monkeypatch.setattr(migrations, "available", lambda: [m for m in everything if m.version < 5])
+    monkeypatch.setattr(
+        migrations, "available", lambda: [m for m in everything if m.version < version]
+    )
     try:
         await migrate(url)
+        monkeypatch.setattr(migrations, "available", lambda: everything)
+        yield url
+    finally:
+        admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_database_from_before_the_change_migrates_with_its_events(monkeypatch):
+    async with _database_before(5, monkeypatch) as url:
         pool = await create_pool(url)
         try:
             store = EventStore(pool)
             before = uuid.uuid4()
             await store.append(before, [new_event(registered()), new_event(concern())], 0)
-            monkeypatch.setattr(migrations, "available", lambda: everything)
             assert [m.version for m in await migrate(url)] == [5, 6]
             after = uuid.uuid4()
             await store.append(after, [new_event(registered())], 0)
@@ -87,33 +103,20 @@ async def test_a_database_from_before_the_change_migrates_with_its_events(monkey
                     await conn.execute("DELETE FROM streams WHERE stream_id = $1", before)
         finally:
             await pool.close()
-    finally:
-        admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_the_public_feed_starts_where_the_relay_had_published_to(monkeypatch):
     """Upgrading from a release whose one relay published both feeds: the public feed's
     checkpoint is seeded from it by the migration, before any new relay moves "main"."""
-    url = with_database(BASE_URL, f"senflow_test_feed_{uuid.uuid4().hex[:10]}")
-    everything = migrations.available()
-    monkeypatch.setattr(migrations, "available", lambda: [m for m in everything if m.version < 6])
-    try:
-        await migrate(url)
+    async with _database_before(6, monkeypatch) as url:
         conn = await asyncpg.connect(url)
         try:
             await conn.execute("INSERT INTO relay_checkpoint (name, position) VALUES ('main', 42)")
-            monkeypatch.setattr(migrations, "available", lambda: everything)
             await migrate(url)
             rows = dict(await conn.fetch("SELECT name, position FROM relay_checkpoint"))
             assert rows == {"main": 42, "public": 42}
         finally:
             await conn.close()
-    finally:
-        admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_a_head_may_be_updated_to_its_own_id(store, pool, migrated):
