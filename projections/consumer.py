@@ -23,14 +23,13 @@ from typing import Any
 
 import asyncpg
 import structlog
-from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import Channel
 
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.acks import Acknowledger, Delivery
 from senflow.projections.base import Projection
+from senflow.projections.kept_docs import DEFAULT_MAX_BYTES, KeptDocs
 from senflow.projections.tables import ApplyStats, apply_events, ensure_tables
 from senflow.services.bus.pages import PartlyInvalid, parse_page
 from senflow.services.bus.topology import Topology, declare
@@ -267,8 +266,16 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def documents_apply(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> ApplyBatch:
+def documents_apply(
+    pool: asyncpg.Pool,
+    store: EventStore,
+    projection: Projection,
+    kept: KeptDocs | None = None,
+) -> ApplyBatch:
     """Apply a batch: its pupils' documents read in one statement and written in one.
+
+    The documents this consumer last wrote are ``kept`` (``kept_docs``): only the
+    others are read, so at a light load a batch is one statement.
 
     No explicit transaction: BEGIN, COMMIT and row locks were two more round trips
     and most of a batch's time at a light load. Each pupil's row is its own
@@ -282,25 +289,35 @@ def documents_apply(pool: asyncpg.Pool, store: EventStore, projection: Projectio
 
     async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
         async with pool.acquire() as conn:
-            return await apply_events(conn, projection, events, fetch_missing, lock=False)
+            return await apply_events(
+                conn, projection, events, fetch_missing, lock=False, kept=kept
+            )
 
     return apply
 
 
 @dataclass
 class ConsumerService:
-    """One projection's consumer: a broker, its partition subscribers and the batcher."""
+    """One projection's consumer: a broker, its partition queues and the batcher.
+
+    FastStream's broker holds the connection and its channel (prefetch per
+    partition queue) and declares the topology; the partition queues it declares
+    are aio-pika's, and their deliveries go straight to the handler. FastStream's
+    subscriber path (context scopes, middlewares, decoding stages per message)
+    cost a quarter of a consumer's CPU at a light load, where a page holds an
+    event or two; as in the relay, which publishes through aio-pika on
+    FastStream's channel.
+    """
 
     projection: Projection
     broker: RabbitBroker
     batcher: Batcher
     pool: asyncpg.Pool
     topology: Topology
-
-    async def stop(self) -> None:
-        """Stop consuming (in-flight handlers finish within the graceful timeout), then idle."""
-        await self.broker.stop()
-        await self.batcher.close()
+    partitions: list[int]
+    graceful_timeout: float = 10.0
+    _consuming: list[tuple[Any, str]] = field(default_factory=list)
+    _handler: _Handler | None = None
 
     async def prepare(self) -> None:
         async with self.pool.acquire() as conn:
@@ -308,9 +325,26 @@ class ConsumerService:
         await self.broker.connect()
         await declare(self.broker, self.topology)
 
+    async def start(self) -> None:
+        """Consume the partition queues (after ``prepare``); a lost connection is
+        restored, consumers included, by aio-pika's robust channel."""
+        self._handler = _Handler(self.batcher)
+        for p in self.partitions:
+            queue = await self.broker.declare_queue(self.topology.queue(self.projection.name, p))
+            tag = await queue.consume(self._handler, no_ack=False)
+            self._consuming.append((queue, tag))
 
-async def _delivery(msg: RabbitMessage) -> Any:
-    return msg.raw_message
+    async def stop(self) -> None:
+        """Stop consuming, give the pages being handled ``graceful_timeout`` to be applied
+        and acknowledged, then close (what is left unacknowledged is redelivered)."""
+        for queue, tag in self._consuming:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consuming.clear()
+        if self._handler is not None:
+            await self._handler.settled(self.graceful_timeout)
+        await self.broker.stop()
+        await self.batcher.close()
 
 
 def build_consumer(
@@ -322,45 +356,51 @@ def build_consumer(
     partitions: Sequence[int] | None = None,
     prefetch: int = 16,
     max_batch: int = 5000,
+    kept_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ConsumerService:
-    """Subscribe to the projection's partition queues (all of them unless told which).
+    """A consumer of the projection's partition queues (all of them unless told which).
 
     ``prefetch`` counts pages (up to ``bus.pages.PAGE_SIZE`` events each) per
     partition; ``max_batch`` counts the events applied in one write. The prefetch
     bounds a batch first (16 pages of 200 per partition): big batches cost less
     per event (a pupil's document is written once for all its events in the
-    batch), measured 10-15% less consumer CPU than batches of 500.
+    batch), measured 10-15% less consumer CPU than batches of 500. ``kept_bytes``
+    bounds the documents kept between batches (their JSON; 0 keeps none).
     """
-    # No dependency injection: resolving even a ``RabbitMessage`` parameter makes
-    # FastStream run a sync resolver in a worker thread for every message, which
-    # cost more than everything else the consumer does. The decoder hands the
-    # handler the delivery itself; the batcher acknowledges it (manual policy).
     broker = RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch),
-        graceful_timeout=10.0,
         logger=None,
-        apply_types=False,
     )
     batcher = Batcher(
-        documents_apply(pool, store, projection), max_batch=max_batch, name=projection.name
+        documents_apply(pool, store, projection, KeptDocs(kept_bytes) if kept_bytes else None),
+        max_batch=max_batch,
+        name=projection.name,
     )
-    for p in partitions if partitions is not None else range(topology.partitions):
-        broker.subscriber(
-            topology.queue(projection.name, p),
-            topology.pages,
-            ack_policy=AckPolicy.MANUAL,
-            decoder=_delivery,
-            title=f"{projection.name}/{p}",
-            description=f"Partition {p} of the {projection.name} projection",
-        )(_handler(batcher))
-    return ConsumerService(projection, broker, batcher, pool, topology)
+    chosen = list(partitions if partitions is not None else range(topology.partitions))
+    return ConsumerService(projection, broker, batcher, pool, topology, chosen)
 
 
-def _handler(batcher: Batcher) -> Callable[[Any], Awaitable[None]]:
-    """The handler of a partition's queue: it parses a page and parks it in the batcher."""
+class _Handler:
+    """The callback of the partition queues: parse a page and park it in the batcher."""
 
-    async def handle(delivery: Any) -> None:
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, delivery: Any) -> None:
+        self.active += 1
+        self._idle.clear()
+        try:
+            await self._handle(delivery)
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
+
+    async def _handle(self, delivery: Any) -> None:
         invalid: PartlyInvalid | None = None
         try:
             events = parse_page(delivery.body)
@@ -370,20 +410,12 @@ def _handler(batcher: Batcher) -> Callable[[Any], Awaitable[None]]:
             # Parsing fails the same way every time: dead-letter it now (after a
             # fix, `senflow dlq replay` sends it again).
             log.error("message_not_parsed", error=repr(exc)[:500])
-            await batcher.nack(delivery, requeue=False)
+            await self.batcher.nack(delivery, requeue=False)
             return
         with contextlib.suppress(Exception):  # the batcher logged it and nacked
-            await batcher.submit(delivery, events, invalid=invalid)
+            await self.batcher.submit(delivery, events, invalid=invalid)
 
-    return handle
-
-
-def faststream_app(service: ConsumerService) -> FastStream:
-    app = FastStream(service.broker)
-
-    @app.on_startup
-    async def _prepare() -> None:
-        async with service.pool.acquire() as conn:
-            await ensure_tables(conn, service.projection)
-
-    return app
+    async def settled(self, seconds: float) -> None:
+        """Until no page is being handled, or ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +17,9 @@ import orjson
 
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Doc, Projection
+
+if TYPE_CHECKING:
+    from senflow.projections.kept_docs import KeptDocs
 
 # Reads a pupil's events [from_version, to_version] from the store, personal data withheld.
 FetchMissing = Callable[[UUID, int, int], Awaitable[list[RecordedEvent]]]
@@ -136,6 +139,7 @@ async def apply_events(
     fetch_missing: FetchMissing,
     schema: str | None = None,
     lock: bool = True,
+    kept: KeptDocs | None = None,
 ) -> ApplyStats:
     """Apply events; each pupil's document row is its checkpoint.
 
@@ -147,23 +151,27 @@ async def apply_events(
 
     Duplicates (version already applied) are skipped; a version gap is filled
     from the store first, so a lost or reordered message never corrupts a
-    document.
+    document. With ``kept`` (no lock) the documents kept there are not read
+    again, and what was read or written is kept (see ``kept_docs``).
     """
     schema = schema or projection.schema
     stats = ApplyStats()
     ids = sorted({e.stream_id for e in events})
-    rows = await conn.fetch(
-        f"""SELECT stream_id, version, position, trust_id, school_urn, doc
-              FROM {schema}.docs WHERE stream_id = ANY($1::uuid[])
-             ORDER BY stream_id{" FOR UPDATE" if lock else ""}""",
-        ids,
-    )
-    current = {
-        r["stream_id"]: Current(
-            r["version"], _load(r["doc"]), r["position"], r["trust_id"], r["school_urn"]
+    current = kept.take(ids) if kept is not None else {}
+    sizes: dict[UUID, int] = {}  # of the documents read, to keep them
+    if len(current) < len(ids):
+        rows = await conn.fetch(
+            f"""SELECT stream_id, version, position, trust_id, school_urn, doc
+                  FROM {schema}.docs WHERE stream_id = ANY($1::uuid[])
+                 ORDER BY stream_id{" FOR UPDATE" if lock else ""}""",
+            [i for i in ids if i not in current],
         )
-        for r in rows
-    }
+        for r in rows:
+            text = r["doc"]
+            current[r["stream_id"]] = Current(
+                r["version"], _load(text), r["position"], r["trust_id"], r["school_urn"]
+            )
+            sizes[r["stream_id"]] = len(text)
     changed: set[UUID] = set()
     for e in events:
         cur = current.setdefault(e.stream_id, Current(0, None))
@@ -183,7 +191,8 @@ async def apply_events(
             cur.advance(projection, p)
         stats.applied += 1
         changed.add(e.stream_id)
-    if changed:
+    written = [current[sid].row(sid) for sid in sorted(changed)]
+    if written:
         await conn.executemany(
             f"""INSERT INTO {schema}.docs
                     (stream_id, trust_id, school_urn, version, position, doc, updated_at)
@@ -193,8 +202,12 @@ async def apply_events(
                     version = EXCLUDED.version, position = EXCLUDED.position,
                     doc = EXCLUDED.doc, updated_at = now()
                 WHERE {schema}.docs.version < EXCLUDED.version""",
-            [current[sid].row(sid) for sid in sorted(changed)],
+            written,
         )
+    if kept is not None:  # only now: a failed write must leave nothing kept ahead of it
+        sizes.update((row[0], len(row[-1])) for row in written)
+        for sid, size in sizes.items():
+            kept.put(sid, current[sid], size)
     return stats
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,11 +205,18 @@ class Relay:
         start_position: int = 0,
         feed: Feed = Feed.PAGES,
         in_flight: int = 4,
+        checkpoint_every: float = 0.2,
     ) -> None:
         self.store, self.dsn, self.amqp_url, self.topology = store, dsn, amqp_url, topology
         self.name = name or RELAY_NAMES[feed]  # its checkpoint and its leader lock
         self.batch, self.idle_wait = batch, idle_wait
         self.feed, self.in_flight = feed, in_flight
+        # The checkpoint is written at most this often (and on stop): at a light load a
+        # write per batch was a round trip per event. A crash republishes what was
+        # confirmed since, and consumers drop it as duplicates.
+        self.checkpoint_every = checkpoint_every
+        self._confirmed_to: int | None = None  # confirmed, not yet written
+        self._saved_at = 0.0
         self._backoff = 0.2
         self.start_position = start_position  # where a relay of a new name begins
         self.is_leader = asyncio.Event()
@@ -305,29 +313,34 @@ class Relay:
         sent_to = await lock.fetchval(
             "SELECT position FROM relay_checkpoint WHERE name = $1", self.name
         )
+        self._confirmed_to = None
         pending: deque[_InFlight] = deque()
+        # After a read shorter than a batch the relay is at the head as it was then;
+        # it reads again only once a commit has been notified since (``wake``), so a
+        # quiet store costs no reads. ``wake`` is cleared just before each read: a
+        # commit the read could not see sets it again, so none is missed.
+        caught_up = False
         try:
             while not stop.is_set():
                 if lock.is_closed():
                     raise asyncpg.InterfaceError("relay lock connection lost")
-                # Cleared before reading: a commit notified while the batch is read
-                # or sent sets it again, so the waits below cannot miss it.
-                wake.clear()
                 events: list[RecordedEvent] = []
-                if len(pending) < self.in_flight:
+                if len(pending) < self.in_flight and not (caught_up and not wake.is_set()):
+                    wake.clear()
                     events = await self.store.read_all(sent_to, self.batch)
+                    caught_up = len(events) < self.batch
                 if events:
                     tasks = await send(broker, self.topology, events, self.feed)
                     pending.append(_InFlight(events[-1].position, len(events), tasks))
                     sent_to = events[-1].position
                 if len(pending) >= self.in_flight:  # full: new commits must wait anyway
                     await _first(pending[0].confirmed, stop)
-                elif pending and not events:
+                elif pending and (caught_up or not events):
                     await _first(pending[0].confirmed, wake, stop)
                 elif not pending:
                     RELAY_LAG.set(0)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(_first(wake, stop), self.idle_wait)
+                    if not await self._idle(lock, wake, stop):
+                        caught_up = False  # nothing notified for a while: look anyway
                 await self._confirm(lock, pending)
             await self._finish(lock, pending)
         finally:
@@ -336,6 +349,24 @@ class Relay:
             for batch in pending:
                 batch.cancel()
             await asyncio.gather(*(b.settled() for b in pending))
+            # What was confirmed before a failure need not be sent again.
+            with contextlib.suppress(Exception):
+                await self._save(lock)
+
+    async def _idle(
+        self, lock: asyncpg.Connection, wake: asyncio.Event, stop: asyncio.Event
+    ) -> bool:
+        """Wait for a commit (True) or ``idle_wait`` (False), writing a checkpoint due meanwhile."""
+        if self._confirmed_to is not None:
+            due = self._saved_at + self.checkpoint_every - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake, stop), max(0.0, due))
+                return True
+            await self._save(lock)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_first(wake, stop), self.idle_wait)
+            return True
+        return False
 
     async def _finish(self, lock: asyncpg.Connection, pending: deque[_InFlight]) -> None:
         """On stop: give the batches in flight a moment to be confirmed and checkpointed,
@@ -356,14 +387,12 @@ class Relay:
             done.append(pending.popleft())
         if not done:
             return
-        # Only confirmed events move the checkpoint; a crash before this line
+        # Only confirmed events move the checkpoint; a crash before it is written
         # republishes the batches, which consumers recognise as duplicates.
         last = done[-1].last_position
-        await lock.execute(
-            "UPDATE relay_checkpoint SET position = $2, updated_at = now() WHERE name = $1",
-            self.name,
-            last,
-        )
+        self._confirmed_to = last
+        if time.monotonic() - self._saved_at >= self.checkpoint_every:
+            await self._save(lock)
         count = sum(b.events for b in done)
         self.published += count
         RELAY_PUBLISHED.inc(count)
@@ -374,6 +403,18 @@ class Relay:
             behind = max(0, await self.store.head_position() - last)
         RELAY_LAG.set(behind)
         log.debug("relay_published", count=count, position=last)
+
+    async def _save(self, lock: asyncpg.Connection) -> None:
+        """Write the confirmed position as the checkpoint, if it moved since the last write."""
+        if self._confirmed_to is None:
+            return
+        position, self._confirmed_to = self._confirmed_to, None
+        await lock.execute(
+            "UPDATE relay_checkpoint SET position = $2, updated_at = now() WHERE name = $1",
+            self.name,
+            position,
+        )
+        self._saved_at = time.monotonic()
 
 
 def _broker_trouble(exc: BaseException) -> bool:

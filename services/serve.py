@@ -48,7 +48,7 @@ def _stop_on_signals() -> asyncio.Event:
 async def serve_relay(settings: Settings, feed: Feed = Feed.PAGES) -> None:
     stop = _stop_on_signals()
     serve_metrics(settings.metrics_port)
-    pool = await create_pool(settings.database_url, max_size=4)
+    pool = await create_pool(settings.database_url, max_size=4, session_reset=False)
     try:
         relay = Relay(
             EventStore(pool),
@@ -117,7 +117,7 @@ async def serve_projection(
 ) -> None:
     stop = _stop_on_signals()
     projection = PROJECTIONS[name]
-    pool = await create_pool(settings.database_url, max_size=4)
+    pool = await create_pool(settings.database_url, max_size=4, session_reset=False)
     try:
         service = build_consumer(
             projection,
@@ -128,7 +128,7 @@ async def serve_projection(
             partitions,
         )
         await service.prepare()
-        await service.broker.start()
+        await service.start()
         log.info("consumer_started", projection=name, partitions=partitions or "all")
         serve_metrics(settings.metrics_port)
         observe = _Observer(pool, projection, settings)

@@ -16,7 +16,22 @@ SERVER_SETTINGS = {
 }
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, **kw: Any) -> asyncpg.Pool:
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Nothing more to undo: asyncpg has rolled back any open transaction already."""
+
+
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, session_reset: bool = True, **kw: Any
+) -> asyncpg.Pool:
+    """A pool; ``session_reset=False`` for code that never changes session state.
+
+    By default asyncpg resets a connection's session (settings, LISTENs, cursors,
+    session advisory locks) as it goes back to the pool: a round trip per
+    acquisition. The relay and the consumers only run statements, and at a light
+    load that round trip was a third of theirs.
+    """
+    if not session_reset:
+        kw["reset"] = _no_session_reset
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, server_settings=SERVER_SETTINGS, **kw
     )

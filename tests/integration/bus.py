@@ -87,7 +87,7 @@ async def running_consumer(
 ) -> AsyncIterator[ConsumerService]:
     service = build_consumer(projection, pool, store, AMQP_URL, topology, partitions)
     await service.prepare()
-    await service.broker.start()
+    await service.start()
     try:
         yield service
     finally:

@@ -22,8 +22,10 @@ class Store:
 
     def __init__(self, head: int) -> None:
         self.head = head
+        self.reads = 0
 
     async def read_all(self, after: int, limit: int) -> list[Any]:
+        self.reads += 1
         last = min(self.head, after + limit)
         return [SimpleNamespace(position=p) for p in range(after + 1, last + 1)]
 
@@ -113,3 +115,73 @@ async def test_a_failed_batch_stops_the_pipeline_with_the_checkpoint_before_it(s
     await _until(lambda: lock.checkpoint == 9)
     stop.set()
     await asyncio.wait_for(running, 2)
+
+
+async def test_a_relay_at_the_head_reads_again_only_when_a_commit_is_notified(sent) -> None:
+    store = Store(head=5)
+    relay = Relay(store, "", "", Topology(), batch=10, idle_wait=30.0, checkpoint_every=0)
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    await _until(lambda: len(sent) == 1)
+    sent[0][1].set_result(None)
+    await _until(lambda: lock.checkpoint == 5)
+    await asyncio.sleep(0.1)
+    assert store.reads == 1  # the short batch was the head: no read finds nothing
+    store.head = 7
+    wake.set()  # a commit's NOTIFY
+    await _until(lambda: len(sent) == 2)
+    assert sent[1][0] == [6, 7] and store.reads == 2
+    sent[1][1].set_result(None)
+    await _until(lambda: lock.checkpoint == 7)
+    stop.set()
+    await asyncio.wait_for(running, 2)
+
+
+async def test_a_relay_with_no_notification_for_a_while_looks_anyway(sent) -> None:
+    """A missed NOTIFY (say the listening connection hiccuped) costs at most ``idle_wait``."""
+    store = Store(head=2)
+    relay = Relay(store, "", "", Topology(), batch=10, idle_wait=0.05, checkpoint_every=0)
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    await _until(lambda: len(sent) == 1)
+    sent[0][1].set_result(None)
+    store.head = 3  # committed, never notified
+    await _until(lambda: len(sent) == 2)
+    assert sent[1][0] == [3]
+    sent[1][1].set_result(None)
+    stop.set()
+    await asyncio.wait_for(running, 2)
+
+
+async def test_the_checkpoint_is_written_at_most_every_interval_and_when_idle(sent) -> None:
+    store = Store(head=0)
+    relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=0.3)
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    for position in range(1, 11):  # ten commits, each confirmed at once
+        store.head = position
+        wake.set()
+        await _until(lambda n=position: len(sent) == n)
+        sent[-1][1].set_result(None)
+        await _until(lambda n=position: relay.published == n)
+    assert len(lock.moves) <= 2  # the first at once, then none within the interval
+    await _until(lambda: lock.checkpoint == 10)  # written once the interval is over
+    assert relay.published == 10
+    stop.set()
+    await asyncio.wait_for(running, 2)
+
+
+async def test_stopping_writes_the_last_confirmed_position(sent) -> None:
+    store = Store(head=3)
+    relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=60)
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    await _until(lambda: len(sent) == 3)
+    for batch in sent:
+        batch[1].set_result(None)
+        await asyncio.sleep(0.01)
+    await _until(lambda: relay.published == 3)
+    assert lock.moves == [1]  # the first batch; the rest waits for the interval
+    stop.set()
+    await asyncio.wait_for(running, 2)
+    assert lock.checkpoint == 3
