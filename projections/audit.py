@@ -1,14 +1,19 @@
 """The audit trail: every event of a pupil, who recorded it, when, where, and what corrected what.
 
-One document per pupil with one entry per event, in stream order: its
-version, global position, id, type, when it happened and when it was
-recorded (``recorded_late`` when stored more than seven days after it
-happened), the actor (user id and role, never a name), the school it was
-recorded in, its hash, and the links of corrections: a ``record_corrected``
-entry names the event it ``corrects``, and that event's entry lists it in
-``corrected_by`` as soon as the correction arrives. Entries never hold event
-content (personal or not); the store is the place to read it. ``counts`` holds
-the number of events of each type.
+One entry per event, in stream order: its version, global position, id,
+type, when it happened and when it was recorded (``recorded_late`` when
+stored more than seven days after it happened), the actor (user id and role,
+never a name), the school it was recorded in, its hash, and the links of
+corrections: a ``record_corrected`` entry names the event it ``corrects``,
+and that event's entry lists it in ``corrected_by``. Entries never hold event
+content (personal or not); the store is the place to read it.
+
+Entries are rows of their own (``senflow_audit.entries``), appended once and
+never rewritten: kept inside the document, every write rewrote the pupil's
+whole history (tens of KB), the largest cost of the running projections.
+``corrected_by`` is therefore derived as the trail is read (``assemble``).
+The document itself is the summary: ``counts`` of events of each type, late
+entries, corrections and the school the pupil is at now.
 
 ``record_corrected`` needs no fact log here: the trail shows the original and
 the correction side by side, which is what an auditor wants.
@@ -27,7 +32,8 @@ from senflow.projections.common import already_applied, envelope_part
 LATE_AFTER = timedelta(days=7)
 
 
-def _entry(event: RecordedEvent) -> Doc:
+def entry(event: RecordedEvent) -> Doc:
+    """The event's row in the trail, as stored (``corrected_by`` is added as it is read)."""
     data = event.data
     return {
         "version": event.version,
@@ -37,7 +43,7 @@ def _entry(event: RecordedEvent) -> Doc:
         "schema_version": event.schema_version,
         "occurred_at": event.occurred_at.isoformat(),
         "recorded_at": event.recorded_at.isoformat(),
-        "recorded_late": event.recorded_at - event.occurred_at > LATE_AFTER,
+        "recorded_late": _late(event),
         "actor_id": event.actor.user_id,
         "actor_role": str(event.actor.role.value),
         "school_urn": event.tenant.school_urn,
@@ -45,28 +51,19 @@ def _entry(event: RecordedEvent) -> Doc:
         "correlation_id": str(event.correlation_id),
         "causation_id": str(event.causation_id) if event.causation_id else None,
         "corrects": (str(data.corrects_event_id) if isinstance(data, ev.RecordCorrected) else None),
-        "corrected_by": [],
     }
+
+
+def _late(event: RecordedEvent) -> bool:
+    return event.recorded_at - event.occurred_at > LATE_AFTER
 
 
 def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     if already_applied(doc, event):
         assert doc is not None
         return doc
-    entry = _entry(event)
-    entries: list[Doc] = list(doc["entries"]) if doc else []
-    if entry["corrects"] is not None:
-        for index in range(len(entries) - 1, -1, -1):
-            if entries[index]["event_id"] == entry["corrects"]:
-                target = entries[index]
-                entries[index] = {
-                    **target,
-                    "corrected_by": [*target["corrected_by"], entry["event_id"]],
-                }
-                break
-    entries.append(entry)
     counts = dict(doc["counts"]) if doc else {}
-    counts[entry["event_type"]] = counts.get(entry["event_type"], 0) + 1
+    counts[event.event_type] = counts.get(event.event_type, 0) + 1
     data = event.data
     if isinstance(data, ev.PupilTransferred):
         school_urn = data.to_urn
@@ -77,10 +74,23 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
     return {
         **envelope_part(doc, event),
         "school_urn": school_urn,
-        "entries": entries,
         "counts": counts,
-        "late_entries": int(doc["late_entries"] if doc else 0) + int(entry["recorded_late"]),
+        "late_entries": int(doc["late_entries"] if doc else 0) + int(_late(event)),
         "corrections": counts.get("record_corrected", 0),
+    }
+
+
+def assemble(doc: Doc, entries: list[Doc]) -> Doc:
+    """The trail as readers see it: the summary with its entries in stream order, each
+    listing the entries that correct it (in the order they were recorded)."""
+    ordered = sorted(entries, key=lambda e: e["version"])
+    corrected_by: dict[str, list[str]] = {}
+    for e in ordered:
+        if e.get("corrects") is not None:
+            corrected_by.setdefault(e["corrects"], []).append(e["event_id"])
+    return {
+        **doc,
+        "entries": [{**e, "corrected_by": corrected_by.get(e["event_id"], [])} for e in ordered],
     }
 
 
@@ -91,11 +101,23 @@ PROJECTION = Projection(
         "CREATE INDEX IF NOT EXISTS audit_late ON {schema}.docs (trust_id, school_urn) "
         "WHERE (doc->>'late_entries')::int > 0",
     ),
+    entry=entry,
+    assemble=assemble,
+    # Releases before entries were rows kept them in the document: move them out once.
+    upgrades=(
+        """INSERT INTO {schema}.entries (stream_id, version, position, entry)
+           SELECT d.stream_id, (e->>'version')::int, (e->>'position')::bigint,
+                  e - 'corrected_by'
+             FROM {schema}.docs d, jsonb_array_elements(d.doc->'entries') e
+            WHERE d.doc ? 'entries'
+           ON CONFLICT (stream_id, version) DO NOTHING""",
+        "UPDATE {schema}.docs SET doc = doc - 'entries' WHERE doc ? 'entries'",
+    ),
 )
 
 
 def timeline(doc: Doc) -> list[Doc]:
-    """The pupil's entries in stream (version) order."""
+    """The pupil's entries in stream (version) order (of an assembled trail)."""
     return sorted(doc["entries"], key=lambda e: e["version"])
 
 

@@ -8,6 +8,11 @@ are missing, and the consumer reads them from the store first. Because
 ``evolve`` is pure, live consumption, a rebuild and a unit test all run the
 same code and must agree.
 
+A projection may also keep a row per event (``entry``), appended to
+``senflow_<name>.entries`` and never rewritten: the audit trail's entries,
+which as part of the document made every write rewrite a pupil's whole
+history. Readers see ``assemble(doc, entries)``.
+
 Events reach projections from the bus with personal fields withheld, so a
 document never holds a name, a date of birth or free text.
 """
@@ -22,6 +27,8 @@ from senflow.events.envelope import RecordedEvent
 
 Doc = dict[str, Any]
 Evolve = Callable[[Doc | None, RecordedEvent], Doc]
+Entry = Callable[[RecordedEvent], Doc]
+Assemble = Callable[[Doc, list[Doc]], Doc]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class Projection:
     evolve: Evolve
     # Extra indexes on {schema}.docs, e.g. "CREATE INDEX ON {schema}.docs ((doc->>'provision'))"
     indexes: tuple[str, ...] = ()
+    # A row per event in {schema}.entries, and how readers see a document with its rows
+    entry: Entry | None = None
+    assemble: Assemble | None = None
+    # Statements run (idempotently) after the tables exist: a format change of the tables
+    upgrades: tuple[str, ...] = ()
 
     @property
     def schema(self) -> str:
@@ -37,8 +49,14 @@ class Projection:
 
 
 def fold(projection: Projection, events: list[RecordedEvent]) -> Doc | None:
-    """A pupil's document from their events in order (what a rebuild computes)."""
+    """A pupil's document from their events in order, as readers see it (with its entries)."""
     doc: Doc | None = None
     for event in events:
         doc = projection.evolve(doc, event)
-    return doc
+    if doc is None or projection.entry is None or projection.assemble is None:
+        return doc
+    entries: dict[int, Doc] = {}
+    for event in events:  # a version's first event, as the table keeps it
+        if event.version not in entries:
+            entries[event.version] = projection.entry(event)
+    return projection.assemble(doc, list(entries.values()))

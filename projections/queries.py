@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -11,7 +10,7 @@ import asyncpg
 
 from senflow.projections import audit, compliance, provision_map, register
 from senflow.projections.base import Doc
-from senflow.projections.tables import fetch_docs
+from senflow.projections.tables import fetch_docs, read_doc
 
 
 async def register_view(
@@ -48,14 +47,10 @@ async def provision_view(
 
 
 async def audit_doc(pool: asyncpg.Pool, pupil_id: UUID) -> Doc | None:
+    """A pupil's audit trail: the summary with every entry."""
     async with pool.acquire() as conn:
-        raw = await conn.fetchval(
-            f"SELECT doc FROM {audit.PROJECTION.schema}.docs WHERE stream_id = $1", pupil_id
-        )
-    if raw is None:
-        return None
-    doc: Doc = json.loads(raw)
-    return doc
+        row = await read_doc(conn, audit.PROJECTION, pupil_id)
+    return None if row is None else row["doc"]
 
 
 async def compliance_view(

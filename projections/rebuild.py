@@ -31,7 +31,15 @@ import structlog
 
 from senflow.events.envelope import RecordedEvent
 from senflow.projections.base import Projection
-from senflow.projections.tables import ROW_COLUMNS, Current, apply_events, ensure_tables
+from senflow.projections.tables import (
+    ENTRY_COLUMNS,
+    ROW_COLUMNS,
+    Current,
+    EntryRow,
+    apply_events,
+    ensure_tables,
+    entry_row,
+)
 from senflow.services.store.eventstore import _SCAN, EventStore, _Decoder, no_cycle_collector
 
 log = structlog.get_logger(__name__)
@@ -58,12 +66,32 @@ async def _pages(store: EventStore, batch: int) -> AsyncIterator[list[RecordedEv
         ahead.cancel()
 
 
-async def _fold(
-    pages: AsyncIterator[list[RecordedEvent]], projection: Projection
-) -> tuple[dict[UUID, Current], int, int]:
-    """Every pupil's document and checkpoint from pages holding each pupil's events in
-    version order; the count of events and the last event's position."""
+@dataclass
+class _Folded:
+    docs: dict[UUID, Current]
+    entries: list[EntryRow]  # of a projection with entries
+    count: int = 0  # events
+    position: int = 0  # the last event's
+
+    async def copy_to(self, conn: asyncpg.Connection, schema: str) -> None:
+        await conn.copy_records_to_table(
+            "docs",
+            schema_name=schema,
+            columns=ROW_COLUMNS,
+            records=[cur.row(sid) for sid, cur in self.docs.items()],
+        )
+        if self.entries:
+            await conn.copy_records_to_table(
+                "entries", schema_name=schema, columns=ENTRY_COLUMNS, records=self.entries
+            )
+
+
+async def _fold(pages: AsyncIterator[list[RecordedEvent]], projection: Projection) -> _Folded:
+    """Every pupil's document and checkpoint (and entries) from pages holding each pupil's
+    events in version order."""
     docs: dict[UUID, Current] = {}
+    entries: list[EntryRow] = []
+    with_entries = projection.entry is not None
     count = position = 0
     # The fold keeps millions of objects alive until the COPY, with no cycles among them:
     # the collector would scan them again and again (it was a third of a rebuild's time).
@@ -79,23 +107,20 @@ async def _fold(
                         f"the log has version {e.version} of {e.stream_id} after {cur.version}"
                     )
                 cur.advance(projection, e)
+                if with_entries:
+                    entries.append(entry_row(projection, e))
             count += len(events)
             position = events[-1].position
-    return docs, count, position
+    return _Folded(docs, entries, count, position)
 
 
 async def _fill_fresh(
     conn: asyncpg.Connection, store: EventStore, projection: Projection, schema: str, batch: int
 ) -> tuple[int, int]:
     """Fill the empty ``schema`` from the whole log; the count of events and the last position."""
-    docs, count, position = await _fold(_pages(store, batch), projection)
-    await conn.copy_records_to_table(
-        "docs",
-        schema_name=schema,
-        columns=ROW_COLUMNS,
-        records=[cur.row(sid) for sid, cur in docs.items()],
-    )
-    return count, position
+    folded = await _fold(_pages(store, batch), projection)
+    await folded.copy_to(conn, schema)
+    return folded.count, folded.position
 
 
 # --- several workers ----------------------------------------------------------------------------
@@ -150,16 +175,11 @@ async def _fill_share(
 ) -> int:
     conn = await asyncpg.connect(*connect[0], **connect[1])
     try:
-        docs, count, _ = await _fold(_share_pages(conn, *share, up_to, batch), projection)
-        await conn.copy_records_to_table(
-            "docs",
-            schema_name=schema,
-            columns=ROW_COLUMNS,
-            records=[cur.row(sid) for sid, cur in docs.items()],
-        )
+        folded = await _fold(_share_pages(conn, *share, up_to, batch), projection)
+        await folded.copy_to(conn, schema)
     finally:
         await conn.close()
-    return count
+    return folded.count
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:

@@ -54,6 +54,19 @@ def _ddl(schema: str, projection: Projection) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS docs_school ON {schema}.docs (trust_id, school_urn)",
         f"CREATE INDEX IF NOT EXISTS docs_position ON {schema}.docs (position)",
         *(ix.format(schema=schema) for ix in projection.indexes),
+        *(
+            [
+                f"""CREATE TABLE IF NOT EXISTS {schema}.entries (
+                        stream_id   uuid NOT NULL,
+                        version     integer NOT NULL,
+                        position    bigint NOT NULL,
+                        entry       jsonb NOT NULL,
+                        PRIMARY KEY (stream_id, version))"""
+            ]
+            if projection.entry is not None
+            else []
+        ),
+        *(sql.format(schema=schema) for sql in projection.upgrades),
     ]
 
 
@@ -130,6 +143,14 @@ def _load(text: str) -> Doc:
 
 
 ROW_COLUMNS = ("stream_id", "trust_id", "school_urn", "version", "position", "doc")
+ENTRY_COLUMNS = ("stream_id", "version", "position", "entry")
+EntryRow = tuple[UUID, int, int, str]
+
+
+def entry_row(projection: Projection, event: RecordedEvent) -> EntryRow:
+    """An event's row in ``entries``, in ``ENTRY_COLUMNS`` order (the projection has entries)."""
+    assert projection.entry is not None
+    return (event.stream_id, event.version, event.position, _json(projection.entry(event)))
 
 
 async def apply_events(
@@ -173,6 +194,7 @@ async def apply_events(
             )
             sizes[r["stream_id"]] = len(text)
     changed: set[UUID] = set()
+    entries: list[EntryRow] = []
     for e in events:
         cur = current.setdefault(e.stream_id, Current(0, None))
         if e.version <= cur.version:
@@ -189,8 +211,24 @@ async def apply_events(
             pending = [*missing, e]
         for p in pending:
             cur.advance(projection, p)
+        if projection.entry is not None:
+            entries.extend(entry_row(projection, p) for p in pending)
         stats.applied += 1
         changed.add(e.stream_id)
+    if entries:
+        # Before the documents, which are the checkpoints: a failure in between leaves
+        # entries whose redelivery finds them there already.
+        stream_ids, versions, positions, texts = zip(*entries, strict=True)
+        await conn.execute(
+            f"""INSERT INTO {schema}.entries (stream_id, version, position, entry)
+                SELECT s, v, p, e::jsonb
+                  FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[]) AS t(s, v, p, e)
+                ON CONFLICT (stream_id, version) DO NOTHING""",
+            stream_ids,
+            versions,
+            positions,
+            texts,
+        )
     written = [current[sid].row(sid) for sid in sorted(changed)]
     if written:
         await conn.executemany(
@@ -232,8 +270,51 @@ async def fetch_docs(
 async def snapshot(
     conn: asyncpg.Connection, projection: Projection, schema: str | None = None
 ) -> dict[UUID, tuple[int, int, Any]]:
-    """Every document with its version and position: what "equal read models" compares."""
-    rows = await conn.fetch(
-        f"SELECT stream_id, version, position, doc FROM {schema or projection.schema}.docs"
+    """Every document as readers see it, with its version and position: what "equal read
+    models" compares."""
+    schema = schema or projection.schema
+    rows = await conn.fetch(f"SELECT stream_id, version, position, doc FROM {schema}.docs")
+    entries = await _entries(conn, projection, schema, None)
+    return {
+        r["stream_id"]: (
+            r["version"],
+            r["position"],
+            _assembled(projection, json.loads(r["doc"]), entries.get(r["stream_id"], [])),
+        )
+        for r in rows
+    }
+
+
+async def read_doc(
+    conn: asyncpg.Connection, projection: Projection, stream_id: UUID, schema: str | None = None
+) -> dict[str, Any] | None:
+    """A pupil's row (``version``, ``updated_at``, ``doc``), its document as readers see it."""
+    schema = schema or projection.schema
+    row = await conn.fetchrow(
+        f"SELECT version, updated_at, doc FROM {schema}.docs WHERE stream_id = $1", stream_id
     )
-    return {r["stream_id"]: (r["version"], r["position"], json.loads(r["doc"])) for r in rows}
+    if row is None:
+        return None
+    entries = await _entries(conn, projection, schema, stream_id)
+    doc = _assembled(projection, json.loads(row["doc"]), entries.get(stream_id, []))
+    return {"version": row["version"], "updated_at": row["updated_at"], "doc": doc}
+
+
+async def _entries(
+    conn: asyncpg.Connection, projection: Projection, schema: str, stream_id: UUID | None
+) -> dict[UUID, list[Doc]]:
+    if projection.entry is None:
+        return {}
+    rows = await conn.fetch(
+        f"""SELECT stream_id, entry FROM {schema}.entries
+             WHERE $1::uuid IS NULL OR stream_id = $1 ORDER BY stream_id, version""",
+        stream_id,
+    )
+    out: dict[UUID, list[Doc]] = {}
+    for r in rows:
+        out.setdefault(r["stream_id"], []).append(json.loads(r["entry"]))
+    return out
+
+
+def _assembled(projection: Projection, doc: Doc, entries: list[Doc]) -> Doc:
+    return doc if projection.assemble is None else projection.assemble(doc, entries)

@@ -14,7 +14,6 @@ Logs carry pupil ids, counts and codes only; never content.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,6 +24,7 @@ import structlog
 from senflow.events.envelope import RecordedEvent
 from senflow.projections import audit, compliance, provision_map, register
 from senflow.projections.base import Doc, Projection, fold
+from senflow.projections.tables import read_doc
 from senflow.services.auditing import replay as replay_mod
 from senflow.services.auditing.evidence import build_pack
 from senflow.services.store.eventstore import EventStore
@@ -130,9 +130,7 @@ async def sar_material(pool: Any, pupil_id: UUID) -> Doc:
             if await conn.fetchval("SELECT to_regclass($1)", table) is None:
                 held[projection.name] = {"held": False, "note": "this read model is not built"}
                 continue
-            row = await conn.fetchrow(
-                f"SELECT version, updated_at, doc FROM {table} WHERE stream_id = $1", pupil_id
-            )
+            row = await read_doc(conn, projection, pupil_id)
             held[projection.name] = (
                 {"held": False, "note": "no document for this pupil"}
                 if row is None
@@ -140,7 +138,7 @@ async def sar_material(pool: Any, pupil_id: UUID) -> Doc:
                     "held": True,
                     "version": row["version"],
                     "updated_at": row["updated_at"].isoformat(),
-                    "document": json.loads(row["doc"]),
+                    "document": row["doc"],
                 }
             )
         vault = await conn.fetchrow(

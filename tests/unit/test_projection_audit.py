@@ -162,9 +162,10 @@ def test_folding_the_same_events_twice_gives_equal_documents() -> None:
 def test_documents_read_back_from_storage_evolve_the_same() -> None:
     stream = story_stream()
     stream.correct(stream.events[4], "2026-09-28", standardised_score=80)
-    assert fold_via_storage(audit.PROJECTION, stream.events) == fold(
-        audit.PROJECTION, stream.events
-    )
+    read = fold(audit.PROJECTION, stream.events)
+    assert read is not None
+    summary = {k: v for k, v in read.items() if k != "entries"}  # the entries are rows
+    assert fold_via_storage(audit.PROJECTION, stream.events) == summary
 
 
 def test_evolve_does_not_change_the_document_it_is_given() -> None:
@@ -174,7 +175,10 @@ def test_evolve_does_not_change_the_document_it_is_given() -> None:
     correction = stream.correct(stream.events[4], "2026-09-28", standardised_score=80)
     after = audit.evolve(doc, correction)
     assert json.dumps(doc, sort_keys=True) == snapshot
-    assert after["entries"][4]["corrected_by"] == [str(correction.event_id)]
+    assert after["corrections"] == doc["corrections"] + 1
+    trail = fold(audit.PROJECTION, [*stream.events, correction])
+    assert trail is not None
+    assert trail["entries"][4]["corrected_by"] == [str(correction.event_id)]
 
 
 def test_projection_declaration() -> None:
