@@ -20,6 +20,8 @@ resident memory throughout. Three phases:
    by the time until the last projection had applied the last of them. Run
    twice: with the public feed running too, then (the issue's measure: the
    relay and the projections) with it stopped.
+4. latency again, the public feed stopped: the issue's setup, "the relay and
+   all three consumers running" (the target row).
 """
 
 from __future__ import annotations
@@ -375,32 +377,41 @@ async def run(config: Config) -> list[Row]:
             await services.stop_one("public-feed")
             core = await sustained_phase(pool, store, services, sustained_s)
             services.check_alive()
+            core_lat = await latency_phase(pool, service, latency_s)
+            services.check_alive()
         finally:
             await appender.close()
             await services.stop()
             with contextlib.suppress(Exception):
                 await delete_topology(topology)
-    for label, key in (("from submission", "from_submit_ms"), ("from commit", "from_commit_ms")):
-        for p in (50, 95, 99):
-            # The target is the issue's: from the command's append (its commit) until
-            # every projection shows it. From submission adds the command path itself.
-            target = p == 95 and key == "from_commit_ms"
-            value = lat[key][p]
-            out.append(
-                Row(
-                    "e2e",
-                    f"latency p{p} at {OFFERED:.0f} events/s, {label}",
-                    value,
-                    "ms",
-                    target=f"< {P95_TARGET_MS:.0f} ms" if target else "",
-                    met=value < P95_TARGET_MS if target else None,
-                    extra={
-                        k: v for k, v in lat.items() if not k.endswith(("_submit_ms", "_commit_ms"))
-                    }
-                    if target
-                    else {},
+    # The target is the issue's: from a command's append (its commit) until every
+    # projection shows it, with the relay and the projections running. The same with
+    # the public feed running too, and from submission (adding the command path itself).
+    for run, setup in ((lat, " (public feed on too)"), (core_lat, "")):
+        for label, key in (
+            ("from submission", "from_submit_ms"),
+            ("from commit", "from_commit_ms"),
+        ):
+            for p in (50, 95, 99):
+                target = p == 95 and key == "from_commit_ms" and run is core_lat
+                value = run[key][p]
+                out.append(
+                    Row(
+                        "e2e",
+                        f"latency p{p} at {OFFERED:.0f} events/s, {label}{setup}",
+                        value,
+                        "ms",
+                        target=f"< {P95_TARGET_MS:.0f} ms" if target else "",
+                        met=value < P95_TARGET_MS if target else None,
+                        extra={
+                            k: v
+                            for k, v in run.items()
+                            if not k.endswith(("_submit_ms", "_commit_ms"))
+                        }
+                        if p == 95 and key == "from_commit_ms"
+                        else {},
+                    )
                 )
-            )
     out.append(
         Row(
             "e2e",

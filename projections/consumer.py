@@ -71,6 +71,13 @@ class Batcher:
     every partition this process consumes: one read and one write for them all.
     (A loop per partition was tried: at a light load it doubled the writes and
     made the latency's tail worse, 77-94 ms at p95 against 51-61.)
+
+    Under load it waits a little between writes: while the last second brought
+    at least ``busy_rate`` events, a write starts no sooner than ``linger`` after
+    the one before began. Each write rewrites its pupils' whole documents, so
+    applying as soon as anything arrives made more, smaller writes the busier
+    the consumer was (measured: with 0.1 s the database spent a quarter less
+    CPU and the pipeline sustained more). A lighter load never waits.
     """
 
     def __init__(
@@ -79,8 +86,14 @@ class Batcher:
         max_batch: int = 5000,
         max_wait: float = 0.0,
         name: str = "",
+        linger: float = 0.1,
+        busy_rate: float = 1000.0,
     ) -> None:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
+        self.linger, self.busy_rate = linger, busy_rate
+        self._next_at = 0.0  # loop time before which a busy consumer does not write again
+        self._window = (0.0, 0)  # when the current second began, events applied since
+        self._busy = False  # the last whole second brought ``busy_rate`` events or more
         self.acks = Acknowledger()
         self.name = name  # the projection, for metrics
         self._parked: list[_Parked] = []
@@ -122,15 +135,30 @@ class Batcher:
                 # park too. No longer than that: the relay batches events into pages,
                 # and pages arriving during a write make the next batch anyway.
                 await asyncio.sleep(self.max_wait)
+                wait = self._next_at - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             self._wake.clear()
             ordered = sorted(self._parked, key=_tag)
             batch = _first_pages(ordered, self.max_batch)
             self._parked = ordered[len(batch) :]
-            self._parked_events -= sum(len(p.events) for p in batch)
+            size = sum(len(p.events) for p in batch)
+            self._parked_events -= size
             if batch:
+                self._pace(size)
                 await self._apply(batch)
             if self._parked:
                 self._wake.set()
+
+    def _pace(self, size: int) -> None:
+        """Count a batch as it starts, and set when the next may start."""
+        now = asyncio.get_running_loop().time()
+        began, events = self._window
+        if now - began >= 1.0:
+            self._busy = events / (now - began) >= self.busy_rate
+            began, events = now, 0
+        self._window = (began, events + size)
+        self._next_at = now + self.linger if self._busy else 0.0
 
     async def _apply(self, batch: list[_Parked]) -> None:
         try:

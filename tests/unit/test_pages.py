@@ -177,3 +177,33 @@ async def test_a_batch_holds_whole_pages_up_to_max_batch_events() -> None:
     await asyncio.gather(*(batcher.submit(d[t], pages[t - 1]) for t in range(1, 5)))
     await batcher.close()
     assert sum(sizes) == 12 and max(sizes) <= 5
+
+
+async def test_a_busy_consumer_waits_linger_between_writes_and_a_quiet_one_does_not() -> None:
+    starts: list[float] = []
+
+    async def apply(events: Sequence[RecordedEvent]) -> ApplyStats:
+        starts.append(asyncio.get_running_loop().time())
+        return ApplyStats(applied=len(events))
+
+    batcher = Batcher(apply, linger=0.2, busy_rate=50)
+    channel = Channel()
+    d = deliver(channel, range(1, 20))
+    tag = iter(range(1, 20))
+
+    async def page(size: int) -> None:
+        await batcher.submit(d[next(tag)], [event(uuid4(), 1, i) for i in range(1, size + 1)])
+
+    await page(10)
+    await page(10)
+    assert starts[1] - starts[0] < 0.1  # quiet: at once
+    await page(60)  # 80 events in this second
+    await asyncio.sleep(1.0)
+    await page(1)  # a new second: the last was busy
+    await page(1)
+    assert starts[4] - starts[3] >= 0.19
+    await asyncio.sleep(1.1)
+    await page(1)  # two events in the last second: quiet again
+    await page(1)
+    assert starts[6] - starts[5] < 0.1
+    await batcher.close()
