@@ -143,6 +143,7 @@ def _load(text: str) -> Doc:
 
 
 ROW_COLUMNS = ("stream_id", "trust_id", "school_urn", "version", "position", "doc")
+_DOC = ROW_COLUMNS.index("doc")
 ENTRY_COLUMNS = ("stream_id", "version", "position", "entry")
 EntryRow = tuple[UUID, int, int, str]
 
@@ -215,35 +216,35 @@ async def apply_events(
             entries.extend(entry_row(projection, p) for p in pending)
         stats.applied += 1
         changed.add(e.stream_id)
-    if entries:
-        # Before the documents, which are the checkpoints: a failure in between leaves
-        # entries whose redelivery finds them there already.
-        stream_ids, versions, positions, texts = zip(*entries, strict=True)
-        await conn.execute(
-            f"""INSERT INTO {schema}.entries (stream_id, version, position, entry)
-                SELECT s, v, p, e::jsonb
-                  FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[]) AS t(s, v, p, e)
-                ON CONFLICT (stream_id, version) DO NOTHING""",
-            stream_ids,
-            versions,
-            positions,
-            texts,
-        )
-    written = [current[sid].row(sid) for sid in sorted(changed)]
-    if written:
-        await conn.executemany(
-            f"""INSERT INTO {schema}.docs
+    written: list[tuple[Any, ...]] = [current[sid].row(sid) for sid in sorted(changed)]
+    upsert = f"""INSERT INTO {schema}.docs
                     (stream_id, trust_id, school_urn, version, position, doc, updated_at)
                 VALUES ($1, $2, $3, $4, $5, $6, now())
                 ON CONFLICT (stream_id) DO UPDATE SET
                     trust_id = EXCLUDED.trust_id, school_urn = EXCLUDED.school_urn,
                     version = EXCLUDED.version, position = EXCLUDED.position,
                     doc = EXCLUDED.doc, updated_at = now()
-                WHERE {schema}.docs.version < EXCLUDED.version""",
-            written,
-        )
+                WHERE {schema}.docs.version < EXCLUDED.version"""
+    if projection.entry is not None and written:
+        # Each pupil's new entries go in with their document, in the same statement
+        # (one round trip, and no moment when one is written and not the other).
+        mine: dict[UUID, list[EntryRow]] = {}
+        for row in entries:
+            mine.setdefault(row[0], []).append(row)
+        written = [
+            (*row, *(list(c) for c in zip(*[r[1:] for r in mine[row[0]]], strict=True)))
+            for row in written
+        ]
+        upsert = f"""WITH entries AS (
+                        INSERT INTO {schema}.entries (stream_id, version, position, entry)
+                        SELECT $1, v, p, e::jsonb
+                          FROM unnest($7::int[], $8::bigint[], $9::text[]) AS t(v, p, e)
+                        ON CONFLICT (stream_id, version) DO NOTHING)
+                     {upsert}"""
+    if written:
+        await conn.executemany(upsert, written)
     if kept is not None:  # only now: a failed write must leave nothing kept ahead of it
-        sizes.update((row[0], len(row[-1])) for row in written)
+        sizes.update((row[0], len(row[_DOC])) for row in written)
         for sid, size in sizes.items():
             kept.put(sid, current[sid], size)
     return stats

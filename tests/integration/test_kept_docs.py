@@ -10,7 +10,7 @@ import pytest
 from senflow.projections.audit import PROJECTION as AUDIT
 from senflow.projections.base import fold
 from senflow.projections.kept_docs import KeptDocs
-from senflow.projections.tables import apply_events, ensure_tables, snapshot
+from senflow.projections.tables import _json, apply_events, ensure_tables, snapshot
 from senflow.services.store.eventstore import EventStore
 from tests.integration.helpers import concern, new_event, registered
 
@@ -63,6 +63,8 @@ async def test_a_row_another_writer_moved_on_stays_the_fold_of_its_events(pool, 
     await _apply(pool, store, schema, [events[5]], kept)
     version, _, doc = await _row(pool, schema, pupil)
     assert version == 6 and doc == fold(AUDIT, events)
+    # the bound counts the kept document's JSON
+    assert kept.bytes == len(_json(kept.take([pupil])[pupil].doc))
 
 
 async def test_a_failed_write_keeps_nothing_ahead_of_the_table(pool, store, schema):
