@@ -4,7 +4,7 @@ The relay (pages for the projections), the public feed (one message per event,
 as a deployment runs it) and the register, provision-map, audit and compliance
 consumers run as ``python -m senflow.services.cli serve ...`` subprocesses with
 their own database and bus prefix (2 partitions each); psutil samples their
-resident memory throughout. Three phases:
+resident memory throughout. Four phases:
 
 1. latency: commands through the real command path (``SenflowService.handle``
    with a ``CoalescingAppender``) at a fixed offered load (200 events/s, open
@@ -21,7 +21,9 @@ resident memory throughout. Three phases:
    twice: with the public feed running too, then (the issue's measure: the
    relay and the projections) with it stopped.
 4. latency again, the public feed stopped: the issue's setup, "the relay and
-   all three consumers running" (the target row).
+   all three consumers running" (the target row; the projections are four now,
+   compliance being the fourth). It comes last, so its store already holds the
+   sustained phases' events.
 """
 
 from __future__ import annotations
@@ -387,14 +389,14 @@ async def run(config: Config) -> list[Row]:
     # The target is the issue's: from a command's append (its commit) until every
     # projection shows it, with the relay and the projections running. The same with
     # the public feed running too, and from submission (adding the command path itself).
-    for run, setup in ((lat, " (public feed on too)"), (core_lat, "")):
+    for measured, setup in ((lat, " (public feed on too)"), (core_lat, "")):
         for label, key in (
             ("from submission", "from_submit_ms"),
             ("from commit", "from_commit_ms"),
         ):
             for p in (50, 95, 99):
-                target = p == 95 and key == "from_commit_ms" and run is core_lat
-                value = run[key][p]
+                target = p == 95 and key == "from_commit_ms" and measured is core_lat
+                value = measured[key][p]
                 out.append(
                     Row(
                         "e2e",
@@ -405,7 +407,7 @@ async def run(config: Config) -> list[Row]:
                         met=value < P95_TARGET_MS if target else None,
                         extra={
                             k: v
-                            for k, v in run.items()
+                            for k, v in measured.items()
                             if not k.endswith(("_submit_ms", "_commit_ms"))
                         }
                         if p == 95 and key == "from_commit_ms"

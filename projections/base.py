@@ -40,7 +40,7 @@ class Projection:
     # A row per event in {schema}.entries, and how readers see a document with its rows
     entry: Entry | None = None
     assemble: Assemble | None = None
-    # Statements run (idempotently) after the tables exist: a format change of the tables
+    # Statements run once, when the entries table is created beside older documents
     upgrades: tuple[str, ...] = ()
 
     @property

@@ -68,7 +68,8 @@ class Batcher:
     One loop task does all the applying; handlers park their page and wait for
     the loop to settle it (result or error). A batch is the parked pages in
     delivery order, up to ``max_batch`` events (a bigger page goes alone), of
-    every partition this process consumes: one read and one write for them all.
+    every partition this process consumes: one write for them all (and one read of
+    the documents it does not keep).
     (A loop per partition was tried: at a light load it doubled the writes and
     made the latency's tail worse, 77-94 ms at p95 against 51-61.)
 
@@ -300,7 +301,7 @@ def documents_apply(
     projection: Projection,
     kept: KeptDocs | None = None,
 ) -> ApplyBatch:
-    """Apply a batch: its pupils' documents read in one statement and written in one.
+    """Apply a batch: its pupils' documents written in one statement.
 
     The documents this consumer last wrote are ``kept`` (``kept_docs``): only the
     others are read, so at a light load a batch is one statement.

@@ -11,9 +11,13 @@ whoever computes it, and a write only replaces an older version
   next write of this pupil changes nothing, and a later event finds a version
   gap and reads the missing events from the store;
 - a kept document is only ever one this process read or wrote successfully,
-  so it is never ahead of what the table held at that moment.
+  so it is never ahead of what the table held at that moment;
+- a rebuild swaps in another table, perhaps folded by newer code: each write
+  names the table the kept documents came from (``table``, its oid) and does
+  nothing if the table is another, and then they are all forgotten.
 
-Bounded by the size of the documents' JSON, least recently used first out.
+Bounded by the size of the documents' JSON, least recently used first out (as
+Python objects they take about four times that).
 """
 
 from __future__ import annotations
@@ -24,14 +28,21 @@ from uuid import UUID
 
 from senflow.projections.tables import Current
 
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class KeptDocs:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.table: int | None = None  # the oid of the docs table they came from
         self._docs: OrderedDict[UUID, tuple[Current, int]] = OrderedDict()
+
+    def clear(self, table: int | None) -> None:
+        """Forget every document: they came from another table than ``table``."""
+        self._docs.clear()
+        self.bytes = 0
+        self.table = table
 
     def __len__(self) -> int:
         return len(self._docs)

@@ -280,7 +280,13 @@ async def rebuild(
             pupils = await conn.fetchval(f"SELECT count(*) FROM {target}.docs")
             return RebuildResult(count + more, pupils, position, False)
         async with conn.transaction():
-            await conn.execute(f"LOCK TABLE {projection.schema}.docs IN EXCLUSIVE MODE")
+            # In the order a consumer's write takes them (its entries, then its
+            # documents), so the two cannot deadlock.
+            tables = ("entries", "docs") if projection.entry is not None else ("docs",)
+            await conn.execute(
+                f"LOCK TABLE {', '.join(f'{projection.schema}.{t}' for t in tables)}"
+                " IN EXCLUSIVE MODE"
+            )
             more, position = await _fill(conn, store, projection, target, position, batch)
             old = f"{projection.schema}_old"
             await conn.execute(f"DROP SCHEMA IF EXISTS {old} CASCADE")

@@ -6,6 +6,7 @@ can fill a fresh schema and swap it in with two renames in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -66,18 +67,30 @@ def _ddl(schema: str, projection: Projection) -> list[str]:
             if projection.entry is not None
             else []
         ),
-        *(sql.format(schema=schema) for sql in projection.upgrades),
     ]
 
 
 async def ensure_tables(
     conn: asyncpg.Connection, projection: Projection, schema: str | None = None
 ) -> None:
-    """Create the projection's schema and tables if missing (safe from many processes)."""
+    """Create the projection's schema and tables if missing (safe from many processes).
+
+    The projection's ``upgrades`` run once, when its ``entries`` table is created
+    beside documents that may hold what now belongs there; the documents are
+    locked against writers meanwhile.
+    """
+    schema = schema or projection.schema
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-        for statement in _ddl(schema or projection.schema, projection):
+        fresh = projection.entry is not None and (
+            await conn.fetchval("SELECT to_regclass($1)", f"{schema}.entries") is None
+        )
+        for statement in _ddl(schema, projection):
             await conn.execute(statement)
+        if fresh and projection.upgrades:
+            await conn.execute(f"LOCK TABLE {schema}.docs IN SHARE ROW EXCLUSIVE MODE")
+            for statement in projection.upgrades:
+                await conn.execute(statement.format(schema=schema))
 
 
 @dataclass
@@ -177,6 +190,7 @@ async def apply_events(
     again, and what was read or written is kept (see ``kept_docs``).
     """
     schema = schema or projection.schema
+    assert not (lock and kept), "kept documents are for writers without a transaction"
     stats = ApplyStats()
     ids = sorted({e.stream_id for e in events})
     current = kept.take(ids) if kept is not None else {}
@@ -216,38 +230,74 @@ async def apply_events(
             entries.extend(entry_row(projection, p) for p in pending)
         stats.applied += 1
         changed.add(e.stream_id)
-    written: list[tuple[Any, ...]] = [current[sid].row(sid) for sid in sorted(changed)]
-    upsert = f"""INSERT INTO {schema}.docs
-                    (stream_id, trust_id, school_urn, version, position, doc, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, now())
-                ON CONFLICT (stream_id) DO UPDATE SET
-                    trust_id = EXCLUDED.trust_id, school_urn = EXCLUDED.school_urn,
-                    version = EXCLUDED.version, position = EXCLUDED.position,
-                    doc = EXCLUDED.doc, updated_at = now()
-                WHERE {schema}.docs.version < EXCLUDED.version"""
-    if projection.entry is not None and written:
-        # Each pupil's new entries go in with their document, in the same statement
-        # (one round trip, and no moment when one is written and not the other).
-        mine: dict[UUID, list[EntryRow]] = {}
-        for row in entries:
-            mine.setdefault(row[0], []).append(row)
-        written = [
-            (*row, *(list(c) for c in zip(*[r[1:] for r in mine[row[0]]], strict=True)))
-            for row in written
-        ]
-        upsert = f"""WITH entries AS (
-                        INSERT INTO {schema}.entries (stream_id, version, position, entry)
-                        SELECT $1, v, p, e::jsonb
-                          FROM unnest($7::int[], $8::bigint[], $9::text[]) AS t(v, p, e)
-                        ON CONFLICT (stream_id, version) DO NOTHING)
-                     {upsert}"""
-    if written:
-        await conn.executemany(upsert, written)
-    if kept is not None:  # only now: a failed write must leave nothing kept ahead of it
+    written = [current[sid].row(sid) for sid in sorted(changed)]
+    if kept is not None:
+        if kept.table is None:
+            kept.table = await _table(conn, schema)
+        table = await _write(conn, projection, schema, written, entries, kept.table)
+        if table != kept.table:
+            # The table is not the one the kept documents came from (a rebuild swapped
+            # in another, perhaps folded by newer code): nothing was written; forget
+            # them all and apply the events again from the table as it is.
+            kept.clear(table)
+            return await apply_events(conn, projection, events, fetch_missing, schema, lock, kept)
+        # only now: a failed write must leave nothing kept ahead of it
         sizes.update((row[0], len(row[_DOC])) for row in written)
         for sid, size in sizes.items():
             kept.put(sid, current[sid], size)
+    elif written:
+        await _write(conn, projection, schema, written, entries, None)
     return stats
+
+
+async def _table(conn: asyncpg.Connection, schema: str) -> int | None:
+    oid = await conn.fetchval("SELECT to_regclass($1)::oid", f"{schema}.docs")
+    return None if oid is None else int(oid)
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    schema: str,
+    written: list[tuple[UUID, str, str, int, int, str]],
+    entries: list[EntryRow],
+    table: int | None,
+) -> int | None:
+    """Write the documents (each only over an older version) and their new entries in one
+    statement; with ``table``, only if ``docs`` is still that table. Its table now."""
+    columns = [list(c) for c in zip(*written, strict=True)] if written else [[]] * 6
+    args: list[Any] = [f"{schema}.docs", table, *columns]
+    with_entries = ""
+    if projection.entry is not None:
+        args += [list(c) for c in zip(*entries, strict=True)] if entries else [[]] * 4
+        # Each pupil's new entries go in with their document (no moment when one is
+        # written and not the other).
+        with_entries = f"""
+            new_entries AS (
+                INSERT INTO {schema}.entries (stream_id, version, position, entry)
+                SELECT s, v, p, e::jsonb
+                  FROM same, unnest($9::uuid[], $10::int[], $11::bigint[], $12::text[])
+                       AS t(s, v, p, e)
+                ON CONFLICT (stream_id, version) DO NOTHING),"""
+    oid = await conn.fetchval(
+        f"""WITH here AS (SELECT to_regclass($1)::oid AS oid),
+                 same AS (SELECT 1 FROM here WHERE $2::oid IS NULL OR here.oid = $2::oid),
+                 {with_entries}
+                 new_docs AS (
+                    INSERT INTO {schema}.docs
+                        (stream_id, trust_id, school_urn, version, position, doc, updated_at)
+                    SELECT s, t, u, v, p, d::jsonb, now()
+                      FROM same, unnest($3::uuid[], $4::text[], $5::text[], $6::int[],
+                                        $7::bigint[], $8::text[]) AS w(s, t, u, v, p, d)
+                    ON CONFLICT (stream_id) DO UPDATE SET
+                        trust_id = EXCLUDED.trust_id, school_urn = EXCLUDED.school_urn,
+                        version = EXCLUDED.version, position = EXCLUDED.position,
+                        doc = EXCLUDED.doc, updated_at = now()
+                    WHERE {schema}.docs.version < EXCLUDED.version)
+            SELECT oid FROM here""",
+        *args,
+    )
+    return None if oid is None else int(oid)
 
 
 async def fetch_docs(
@@ -274,8 +324,9 @@ async def snapshot(
     """Every document as readers see it, with its version and position: what "equal read
     models" compares."""
     schema = schema or projection.schema
-    rows = await conn.fetch(f"SELECT stream_id, version, position, doc FROM {schema}.docs")
-    entries = await _entries(conn, projection, schema, None)
+    async with _one_snapshot(conn):
+        rows = await conn.fetch(f"SELECT stream_id, version, position, doc FROM {schema}.docs")
+        entries = await _entries(conn, projection, schema, None)
     return {
         r["stream_id"]: (
             r["version"],
@@ -289,14 +340,16 @@ async def snapshot(
 async def read_doc(
     conn: asyncpg.Connection, projection: Projection, stream_id: UUID, schema: str | None = None
 ) -> dict[str, Any] | None:
-    """A pupil's row (``version``, ``updated_at``, ``doc``), its document as readers see it."""
+    """A pupil's row (``version``, ``updated_at``, ``doc``), its document as readers see it
+    (the document and its entries from one snapshot)."""
     schema = schema or projection.schema
-    row = await conn.fetchrow(
-        f"SELECT version, updated_at, doc FROM {schema}.docs WHERE stream_id = $1", stream_id
-    )
-    if row is None:
-        return None
-    entries = await _entries(conn, projection, schema, stream_id)
+    async with _one_snapshot(conn):
+        row = await conn.fetchrow(
+            f"SELECT version, updated_at, doc FROM {schema}.docs WHERE stream_id = $1", stream_id
+        )
+        if row is None:
+            return None
+        entries = await _entries(conn, projection, schema, stream_id)
     doc = _assembled(projection, json.loads(row["doc"]), entries.get(stream_id, []))
     return {"version": row["version"], "updated_at": row["updated_at"], "doc": doc}
 
@@ -304,18 +357,32 @@ async def read_doc(
 async def _entries(
     conn: asyncpg.Connection, projection: Projection, schema: str, stream_id: UUID | None
 ) -> dict[UUID, list[Doc]]:
+    """Entries by pupil (one pupil's, or all). None before the table exists: documents of
+    an earlier release hold their entries themselves."""
     if projection.entry is None:
         return {}
-    rows = await conn.fetch(
-        f"""SELECT stream_id, entry FROM {schema}.entries
-             WHERE $1::uuid IS NULL OR stream_id = $1 ORDER BY stream_id, version""",
-        stream_id,
-    )
+    if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.entries") is None:
+        return {}
+    select = f"SELECT stream_id, entry FROM {schema}.entries"
+    if stream_id is None:
+        rows = await conn.fetch(f"{select} ORDER BY stream_id, version")
+    else:
+        rows = await conn.fetch(f"{select} WHERE stream_id = $1 ORDER BY version", stream_id)
     out: dict[UUID, list[Doc]] = {}
     for r in rows:
         out.setdefault(r["stream_id"], []).append(json.loads(r["entry"]))
     return out
 
 
+def _one_snapshot(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Reads that must agree (documents and their entries) in one snapshot; inside a
+    caller's transaction, the caller's."""
+    if conn.is_in_transaction():
+        return contextlib.nullcontext()
+    return conn.transaction(isolation="repeatable_read", readonly=True)
+
+
 def _assembled(projection: Projection, doc: Doc, entries: list[Doc]) -> Doc:
-    return doc if projection.assemble is None else projection.assemble(doc, entries)
+    if projection.assemble is None or (not entries and "entries" in doc):
+        return doc  # no entries of their own, or a document of an earlier release
+    return projection.assemble(doc, entries)

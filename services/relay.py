@@ -383,26 +383,34 @@ class Relay:
         """Move the checkpoint past the oldest batches the broker has confirmed."""
         done: list[_InFlight] = []
         while pending and pending[0].confirmed.done():
-            pending[0].confirmed.result()  # raises what failed the batch
+            failed = pending[0].confirmed.exception()
+            if failed is not None:
+                self._count(done)  # what was confirmed before it stands (see ``finally``)
+                raise failed
             done.append(pending.popleft())
         if not done:
             return
-        # Only confirmed events move the checkpoint; a crash before it is written
-        # republishes the batches, which consumers recognise as duplicates.
-        last = done[-1].last_position
-        self._confirmed_to = last
+        self._count(done)
         if time.monotonic() - self._saved_at >= self.checkpoint_every:
             await self._save(lock)
-        count = sum(b.events for b in done)
-        self.published += count
-        RELAY_PUBLISHED.inc(count)
         self._backoff = 0.2
+        last = done[-1].last_position
         # A batch shorter than asked for reached the head as it was then: no query needed.
         behind = 0
         if done[-1].events == self.batch:
             behind = max(0, await self.store.head_position() - last)
         RELAY_LAG.set(behind)
-        log.debug("relay_published", count=count, position=last)
+
+    def _count(self, done: list[_InFlight]) -> None:
+        """Confirmed batches: only they move the checkpoint (written by ``_save``; a crash
+        before that republishes them, which consumers recognise as duplicates)."""
+        if not done:
+            return
+        self._confirmed_to = done[-1].last_position
+        count = sum(b.events for b in done)
+        self.published += count
+        RELAY_PUBLISHED.inc(count)
+        log.debug("relay_published", count=count, position=self._confirmed_to)
 
     async def _save(self, lock: asyncpg.Connection) -> None:
         """Write the confirmed position as the checkpoint, if it moved since the last write."""

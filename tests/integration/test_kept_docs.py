@@ -3,6 +3,7 @@ longer reads back what it wrote still leaves every row the fold of its pupil's e
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -100,3 +101,30 @@ async def test_kept_documents_are_not_read_again(pool, store, schema):
     assert version == 3 and doc == fold(AUDIT, events)
     await _apply(pool, store, schema, [events[2]], None)  # without: read, a duplicate
     assert (await _row(pool, schema, pupil))[2] == fold(AUDIT, events)
+
+
+async def test_a_rebuilt_table_is_not_overwritten_from_kept_documents(pool, store, schema):
+    """A rebuild swaps in another table, perhaps folded by newer code: what the consumer
+    kept from the old one must not be folded on and written over it."""
+    pupil, events = await _pupil(store, 4)
+    kept = KeptDocs()
+    await _apply(pool, store, schema, events[:3], kept)
+    before = kept.table
+    rebuilt = fold(AUDIT, events[:3])
+    assert rebuilt is not None
+    rebuilt = {k: v for k, v in rebuilt.items() if k != "entries"}
+    rebuilt["counts"] = {"pupil_registered": 100, "concern_raised": 2}  # "newer code"
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"ALTER TABLE {schema}.docs RENAME TO docs_before")
+        await conn.execute(f"CREATE TABLE {schema}.docs (LIKE {schema}.docs_before INCLUDING ALL)")
+        await conn.execute(
+            f"""INSERT INTO {schema}.docs (stream_id, trust_id, school_urn, version, position, doc)
+                VALUES ($1, 'trust-7', '123456', 3, $2, $3::jsonb)""",
+            pupil,
+            events[2].position,
+            json.dumps(rebuilt),
+        )
+    await _apply(pool, store, schema, [events[3]], kept)
+    version, _, doc = await _row(pool, schema, pupil)
+    assert version == 4 and doc["counts"] == {"pupil_registered": 100, "concern_raised": 3}
+    assert kept.table != before

@@ -65,8 +65,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], asyncio.Futur
     return batches
 
 
-async def _until(check: Any) -> None:
-    for _ in range(200):
+async def _until(check: Any, seconds: float = 1.0) -> None:
+    for _ in range(int(seconds / 0.005)):
         if check():
             return
         await asyncio.sleep(0.005)
@@ -155,7 +155,7 @@ async def test_a_relay_with_no_notification_for_a_while_looks_anyway(sent) -> No
 
 async def test_the_checkpoint_is_written_at_most_every_interval_and_when_idle(sent) -> None:
     store = Store(head=0)
-    relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=0.3)
+    relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=1.5)
     lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
     running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
     for position in range(1, 11):  # ten commits, each confirmed at once
@@ -165,7 +165,7 @@ async def test_the_checkpoint_is_written_at_most_every_interval_and_when_idle(se
         sent[-1][1].set_result(None)
         await _until(lambda n=position: relay.published == n)
     assert len(lock.moves) <= 2  # the first at once, then none within the interval
-    await _until(lambda: lock.checkpoint == 10)  # written once the interval is over
+    await _until(lambda: lock.checkpoint == 10, 5.0)  # written once the interval is over
     assert relay.published == 10
     stop.set()
     await asyncio.wait_for(running, 2)
@@ -185,3 +185,18 @@ async def test_stopping_writes_the_last_confirmed_position(sent) -> None:
     stop.set()
     await asyncio.wait_for(running, 2)
     assert lock.checkpoint == 3
+
+
+async def test_batches_confirmed_before_a_failed_one_are_checkpointed_on_the_way_out(sent) -> None:
+    store = Store(head=3)
+    relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=60)
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    await _until(lambda: len(sent) == 3)
+    sent[0][1].set_result(None)
+    await _until(lambda: lock.checkpoint == 1)  # the first write is at once
+    sent[1][1].set_result(None)  # confirmed, its write not due yet...
+    sent[2][1].set_exception(RuntimeError("returned"))  # ...when the next one fails
+    with pytest.raises(RuntimeError, match="returned"):
+        await asyncio.wait_for(running, 2)
+    assert lock.checkpoint == 2 and relay.published == 2
