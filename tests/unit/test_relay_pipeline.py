@@ -65,6 +65,13 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], asyncio.Futur
     return batches
 
 
+def _start(relay: Relay) -> tuple[Lock, asyncio.Event, asyncio.Event, asyncio.Task[None]]:
+    """The relay's pipeline running on a fake lock connection: (lock, stop, wake, task)."""
+    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    return lock, stop, wake, running
+
+
 async def _until(check: Any, seconds: float = 1.0) -> None:
     for _ in range(int(seconds / 0.005)):
         if check():
@@ -75,8 +82,7 @@ async def _until(check: Any, seconds: float = 1.0) -> None:
 
 async def test_batches_confirmed_out_of_order_move_the_checkpoint_in_order(sent) -> None:
     relay = Relay(Store(head=10), "", "", Topology(), batch=3, in_flight=4, idle_wait=0.01)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, stop, _wake, running = _start(relay)
     await _until(lambda: len(sent) == 4)  # four in flight, none confirmed: no more read
     assert [b for b, _ in sent] == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
     sent[2][1].set_result(None)
@@ -94,8 +100,7 @@ async def test_batches_confirmed_out_of_order_move_the_checkpoint_in_order(sent)
 
 async def test_a_failed_batch_stops_the_pipeline_with_the_checkpoint_before_it(sent) -> None:
     relay = Relay(Store(head=9), "", "", Topology(), batch=3, in_flight=4, idle_wait=0.01)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, stop, wake, running = _start(relay)
     await _until(lambda: len(sent) == 3)
     sent[0][1].set_result(None)
     sent[2][1].set_result(None)  # a later batch went through...
@@ -120,8 +125,7 @@ async def test_a_failed_batch_stops_the_pipeline_with_the_checkpoint_before_it(s
 async def test_a_relay_at_the_head_reads_again_only_when_a_commit_is_notified(sent) -> None:
     store = Store(head=5)
     relay = Relay(store, "", "", Topology(), batch=10, idle_wait=30.0, checkpoint_every=0)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, stop, wake, running = _start(relay)
     await _until(lambda: len(sent) == 1)
     sent[0][1].set_result(None)
     await _until(lambda: lock.checkpoint == 5)
@@ -141,8 +145,7 @@ async def test_a_relay_with_no_notification_for_a_while_looks_anyway(sent) -> No
     """A missed NOTIFY (say the listening connection hiccuped) costs at most ``idle_wait``."""
     store = Store(head=2)
     relay = Relay(store, "", "", Topology(), batch=10, idle_wait=0.05, checkpoint_every=0)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    _lock, stop, _wake, running = _start(relay)
     await _until(lambda: len(sent) == 1)
     sent[0][1].set_result(None)
     store.head = 3  # committed, never notified
@@ -156,8 +159,7 @@ async def test_a_relay_with_no_notification_for_a_while_looks_anyway(sent) -> No
 async def test_the_checkpoint_is_written_at_most_every_interval_and_when_idle(sent) -> None:
     store = Store(head=0)
     relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=1.5)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, stop, wake, running = _start(relay)
     for position in range(1, 11):  # ten commits, each confirmed at once
         store.head = position
         wake.set()
@@ -174,8 +176,7 @@ async def test_the_checkpoint_is_written_at_most_every_interval_and_when_idle(se
 async def test_stopping_writes_the_last_confirmed_position(sent) -> None:
     store = Store(head=3)
     relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=60)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, stop, _wake, running = _start(relay)
     await _until(lambda: len(sent) == 3)
     for batch in sent:
         batch[1].set_result(None)
@@ -190,8 +191,7 @@ async def test_stopping_writes_the_last_confirmed_position(sent) -> None:
 async def test_batches_confirmed_before_a_failed_one_are_checkpointed_on_the_way_out(sent) -> None:
     store = Store(head=3)
     relay = Relay(store, "", "", Topology(), batch=1, idle_wait=30.0, checkpoint_every=60)
-    lock, stop, wake = Lock(), asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(relay._pipeline(None, lock, wake, stop))  # type: ignore[arg-type]
+    lock, _stop, _wake, running = _start(relay)
     await _until(lambda: len(sent) == 3)
     sent[0][1].set_result(None)
     await _until(lambda: lock.checkpoint == 1)  # the first write is at once
