@@ -5,11 +5,16 @@ insert, not at commit: with concurrent writers a reader could see 11 before 10
 commits and move its checkpoint past 10 for ever. senflow takes a
 transaction-scoped advisory lock (``_APPEND_LOCK``) just before inserting and
 holds it to commit, so positions are handed out in commit order and a reader
-that has seen position N has seen everything below it. Only the insert and the
-commit run under the lock; stream locking, idempotency checks, sealing and
-hashing happen before it. Many appends may share one transaction
-(``append_many``) so the cost of the lock is paid once per batch, not per
-command.
+that has seen position N has seen everything below it. Only the write (heads
+moved on, events inserted) and the commit run under the lock; stream locking,
+idempotency checks, sealing and hashing happen before it. Many appends may
+share one transaction (``append_many``) so the cost of the lock is paid once
+per batch, not per command.
+
+Round trips. An append is four: begin, lock the heads (``senflow_lock_heads``,
+which also creates new streams' heads and finds stored event ids), write, and
+commit. At a light load each command is its own transaction, and every round
+trip is a wake-up of this process and of its PostgreSQL backend.
 
 Concurrency. Each stream has a head row (``streams``) locked ``FOR UPDATE``
 (in stream-id order, so batches cannot deadlock) while its expected version is
@@ -117,14 +122,26 @@ _COLUMNS = (
     "actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data, "
     "prev_hash, hash"
 )
-# The insert also sends the wake-up for tailing readers (delivered at commit,
-# never the data path), saving a round trip while the append lock is held.
-_INSERT = f"""
-    WITH inserted AS (
+# The write, in one statement: the append lock, the heads moved on, the events
+# inserted, and the wake-up for tailing readers (delivered at commit, never the data
+# path). The insert reads its rows through the lock's CTE, so the lock is held before
+# the first position is drawn from the sequence.
+_WRITE = f"""
+    WITH appending AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock($18)
+    ), moved AS (
+        UPDATE streams s
+           SET version = h.version, last_hash = h.last_hash, trust_id = h.trust_id,
+               school_urn = h.school_urn, updated_at = now()
+          FROM unnest($19::uuid[], $20::int[], $21::bytea[], $22::text[], $23::text[])
+               AS h(stream_id, version, last_hash, trust_id, school_urn)
+         WHERE s.stream_id = h.stream_id
+    ), inserted AS (
         INSERT INTO events ({_COLUMNS})
-        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::smallint[],
-            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::uuid[], $13::uuid[], $14::jsonb[], $15::bytea[], $16::bytea[])
+        SELECT e.* FROM appending, unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[],
+            $5::smallint[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
+            $10::text[], $11::text[], $12::uuid[], $13::uuid[], $14::jsonb[], $15::bytea[],
+            $16::bytea[]) AS e
         RETURNING event_id, position
     ), woken AS MATERIALIZED (
         SELECT pg_notify($17, max(position)::text) AS sent FROM inserted
@@ -172,8 +189,7 @@ class EventStore:
         for r in requests:
             if not r.events:
                 raise ValueError("an append needs at least one event")
-        heads = await self._lock_heads(conn, requests)
-        existing = await self._existing(conn, [e.event_id for r in requests for e in r.events])
+        heads, existing = await self._lock_heads(conn, requests)
         recorded_at = datetime.now(UTC)
         batch = _Batch(heads=heads)
         planned: list[tuple[int, AppendRequest, int]] = []  # (index, request, first row)
@@ -200,22 +216,19 @@ class EventStore:
             except StoreError as err:
                 outcomes[i] = err
         if batch.rows:
-            # The heads are locked by this transaction (FOR UPDATE above), so they
-            # move on before the append lock: only the insert and the commit wait.
             moved = {r.stream_id for _, r, _ in planned}
-            await conn.executemany(
-                """UPDATE streams SET version = $2, last_hash = $3, trust_id = $4,
-                       school_urn = $5, updated_at = now() WHERE stream_id = $1""",
-                [
-                    (sid, h.version, h.last_hash, h.tenant[0], h.tenant[1])
-                    for sid, h in batch.heads.items()
-                    if sid in moved
-                ],
+            heads_moved = [
+                (sid, h.version, h.last_hash, h.tenant[0], h.tenant[1])
+                for sid, h in batch.heads.items()
+                if sid in moved
+            ]
+            inserted = await conn.fetch(
+                _WRITE,
+                *zip(*batch.rows, strict=True),
+                NOTIFY_CHANNEL,
+                _APPEND_LOCK,
+                *zip(*heads_moved, strict=True),
             )
-            # From here to commit, appends are serialised: positions follow commit order.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-            columns = list(zip(*batch.rows, strict=True))
-            inserted = await conn.fetch(_INSERT, *columns, NOTIFY_CHANNEL)
             position_of = {r["event_id"]: r["position"] for r in inserted}
             for i, request, first in planned:
                 rows = batch.rows[first : first + len(request.events)]
@@ -238,36 +251,22 @@ class EventStore:
 
     async def _lock_heads(
         self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
-    ) -> dict[UUID, _Head]:
+    ) -> tuple[dict[UUID, _Head], dict[UUID, asyncpg.Record]]:
+        """The requests' heads, locked (new streams' created), and those of their events
+        already stored, by id."""
         ids = sorted({r.stream_id for r in requests})
-        # Creating the head row of a new stream is the one ON CONFLICT in the
-        # store, and it writes no event: it only makes the row there is to lock.
-        await conn.execute(
-            "INSERT INTO streams (stream_id) SELECT unnest($1::uuid[]) "
-            "ON CONFLICT (stream_id) DO NOTHING",
-            ids,
-        )
-        await conn.execute(
-            "INSERT INTO vault_keys (stream_id, key) "
-            "SELECT unnest($1::uuid[]), unnest($2::bytea[]) ON CONFLICT (stream_id) DO NOTHING",
+        rows = await conn.fetch(
+            "SELECT * FROM senflow_lock_heads($1::uuid[], $2::bytea[], $3::uuid[])",
             ids,
             [vault.new_key() for _ in ids],
+            [e.event_id for r in requests for e in r.events],
         )
-        rows = await conn.fetch(
-            """SELECT s.stream_id, s.version, s.last_hash, s.trust_id, s.school_urn,
-                      k.key, k.destroyed_at
-                 FROM streams s JOIN vault_keys k USING (stream_id)
-                WHERE s.stream_id = ANY($1::uuid[])
-                ORDER BY s.stream_id
-                  FOR UPDATE OF s""",
-            ids,
-        )
-        return {
-            r["stream_id"]: _Head(
-                r["version"], r["last_hash"], r["key"], (r["trust_id"], r["school_urn"])
-            )
-            for r in rows
+        heads = {
+            r[0]: _Head(r[1], r[2], r[5], (r[3], r[4]))
+            for r in rows[:-1]  # the last row: the stored event ids
         }
+        stored = rows[-1][6]
+        return heads, (await self._existing(conn, stored) if stored else {})
 
     async def _existing(
         self, conn: asyncpg.Connection, event_ids: list[UUID]

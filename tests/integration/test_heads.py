@@ -83,14 +83,39 @@ async def _database_before(version: int, monkeypatch) -> AsyncIterator[str]:
         await admin.close()
 
 
+async def _appended_by_an_old_release(conn: asyncpg.Connection, events: list) -> uuid.UUID:
+    """A pupil's events as a release without the later migrations wrote them: the head,
+    the key and the rows, by plain SQL (this release's store needs its own migrations)."""
+    pupil, key, now, last = uuid.uuid4(), vault.new_key(), datetime.now(UTC), None
+    rows = []
+    for version, e in enumerate(events, start=1):
+        rows.append(_row(pupil, version, e, now, key, last))
+        last = rows[-1][-1]
+    tenant = events[-1].tenant
+    await conn.execute(
+        "INSERT INTO streams (stream_id, version, last_hash, trust_id, school_urn) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        pupil,
+        len(rows),
+        last,
+        tenant.trust_id,
+        tenant.school_urn,
+    )
+    await conn.execute("INSERT INTO vault_keys (stream_id, key) VALUES ($1, $2)", pupil, key)
+    await conn.copy_records_to_table("events", records=rows, columns=_COLUMN_NAMES)
+    return pupil
+
+
 async def test_a_database_from_before_the_change_migrates_with_its_events(monkeypatch):
     async with _database_before(5, monkeypatch) as url:
         pool = await create_pool(url)
         try:
             store = EventStore(pool)
-            before = uuid.uuid4()
-            await store.append(before, [new_event(registered()), new_event(concern())], 0)
-            assert [m.version for m in await migrate(url)] == [5, 6]
+            async with pool.acquire() as conn:
+                before = await _appended_by_an_old_release(
+                    conn, [new_event(registered()), new_event(concern())]
+                )
+            assert [m.version for m in await migrate(url)] == [5, 6, 7]
             after = uuid.uuid4()
             await store.append(after, [new_event(registered())], 0)
             await store.append(before, [new_event(concern("later"))], 2)

@@ -82,6 +82,27 @@ async def test_retrying_an_append_returns_the_original_result_and_stores_nothing
     assert await store.stream_version(pupil) == 2
 
 
+async def test_a_retry_waiting_on_its_original_is_answered_as_a_duplicate(store: EventStore, pool):
+    """Stored events are looked up once the heads are locked: a retry that waited for its
+    original's transaction sees what that transaction committed, instead of inserting
+    the same events again."""
+    pupil = uuid.uuid4()
+    await store.append(pupil, [new_event(registered())], 0)
+    batch = [new_event(concern())]
+    async with pool.acquire() as conn:
+        original = conn.transaction()
+        await original.start()
+        [first] = await store.append_many([AppendRequest(pupil, batch, 1)], conn=conn)
+        retry = asyncio.create_task(store.append(pupil, batch))  # any version
+        await asyncio.sleep(0.3)
+        assert not retry.done()  # waiting for the head the original holds
+        await original.commit()
+    again = await retry
+    assert not isinstance(first, Exception)
+    assert again.duplicate and again.positions == first.positions
+    assert await store.stream_version(pupil) == 2
+
+
 async def test_same_event_id_with_other_content_is_an_error(store: EventStore):
     pupil = uuid.uuid4()
     original = new_event(registered())
