@@ -24,9 +24,10 @@ API_ROLE = "senflow_api"
 
 
 async def reset_role(conn: asyncpg.Connection) -> None:
-    """Pool ``reset`` hook: drop the API role and the trust, then asyncpg's usual reset."""
-    await conn.execute("RESET ROLE; RESET senflow.trust_id")
-    await conn.reset()
+    """Pool ``reset`` hook: drop the API role and the trust, then asyncpg's usual reset
+    (locks, cursors, listens, settings), in one round trip. The pool has already
+    rolled back any open transaction before it calls the hook."""
+    await conn.execute(f"RESET ROLE; RESET senflow.trust_id;\n{conn.get_reset_query()}")
 
 
 class TrustPool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from senflow.services.store.db import create_pool
+from senflow.services.store.tenancy import API_ROLE, reset_role
 
 pytestmark = pytest.mark.integration
 
@@ -22,5 +23,32 @@ async def test_a_pool_without_session_reset_still_ends_an_open_transaction(migra
         # The default reset undoes session settings (a round trip per release); the
         # relay and the consumers set none, so they skip it.
         assert name == ("senflow" if session_reset else "changed")
+    finally:
+        await pool.close()
+
+
+async def test_the_api_pools_reset_drops_the_role_the_trust_and_the_session_state(migrated):
+    pool = await create_pool(migrated, min_size=1, max_size=1, reset=reset_role)
+    try:
+        async with pool.acquire() as conn:
+            login = await conn.fetchval("SELECT current_user")
+            await conn.execute(
+                "SELECT set_config('role', $1, false), set_config('senflow.trust_id', 'T1', false)",
+                API_ROLE,
+            )
+            await conn.execute("SET application_name = 'changed'; LISTEN somewhere")
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            await conn.execute("BEGIN")  # and a transaction left open
+            assert await conn.fetchval("SELECT current_user") == API_ROLE
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT current_user") == login
+            assert not await conn.fetchval("SELECT current_setting('senflow.trust_id', true)")
+            assert await conn.fetchval("SHOW application_name") == "senflow"
+            assert not await conn.fetch("SELECT pg_listening_channels()")
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
     finally:
         await pool.close()
