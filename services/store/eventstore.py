@@ -13,13 +13,14 @@ per batch, not per command.
 
 Round trips. An append is four: begin, lock the heads (``senflow_lock_heads``,
 which also creates new streams' heads and finds stored event ids), write, and
-commit. At a light load each command is its own transaction, and every round
-trip is a wake-up of this process and of its PostgreSQL backend.
+commit; a retry whose events are stored makes a fifth, to read them. At a light
+load each command is its own transaction, and every round trip is a wake-up of
+this process and of its PostgreSQL backend.
 
 Concurrency. Each stream has a head row (``streams``) locked ``FOR UPDATE``
 (in stream-id order, so batches cannot deadlock) while its expected version is
 checked: a stale expected version raises :class:`ConcurrencyConflict` with the
-current version. Nothing is ever inserted with ``ON CONFLICT DO NOTHING``.
+current version. No event is ever inserted with ``ON CONFLICT DO NOTHING``.
 
 Idempotency. Appending events whose ids are already stored returns the
 original result if the content is the same, and raises

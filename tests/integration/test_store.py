@@ -82,6 +82,36 @@ async def test_retrying_an_append_returns_the_original_result_and_stores_nothing
     assert await store.stream_version(pupil) == 2
 
 
+async def _until_someone_waits_for(pool, holder: asyncpg.Connection) -> None:
+    """Until another backend is blocked by ``holder``'s locks (or fail after 5 s)."""
+    pid = holder.get_server_pid()
+    async with pool.acquire() as watcher:
+        for _ in range(500):
+            if await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                pid,
+            ):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("nothing waited for the transaction's locks")
+
+
+async def _while_held(pool, hold, then):
+    """``hold(conn)`` in a transaction; ``then()`` starts meanwhile, and once it waits for
+    the locks ``hold`` took the transaction commits. Returns both outcomes."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            held = await hold(conn)
+            task = asyncio.create_task(then())
+            try:
+                await _until_someone_waits_for(pool, conn)
+            except BaseException:
+                task.cancel()
+                raise
+    [outcome] = await asyncio.gather(task, return_exceptions=True)
+    return held, outcome
+
+
 async def test_a_retry_waiting_on_its_original_is_answered_as_a_duplicate(store: EventStore, pool):
     """Stored events are looked up once the heads are locked: a retry that waited for its
     original's transaction sees what that transaction committed, instead of inserting
@@ -89,17 +119,28 @@ async def test_a_retry_waiting_on_its_original_is_answered_as_a_duplicate(store:
     pupil = uuid.uuid4()
     await store.append(pupil, [new_event(registered())], 0)
     batch = [new_event(concern())]
-    async with pool.acquire() as conn:
-        original = conn.transaction()
-        await original.start()
-        [first] = await store.append_many([AppendRequest(pupil, batch, 1)], conn=conn)
-        retry = asyncio.create_task(store.append(pupil, batch))  # any version
-        await asyncio.sleep(0.3)
-        assert not retry.done()  # waiting for the head the original holds
-        await original.commit()
-    again = await retry
-    assert not isinstance(first, Exception)
+    [first], again = await _while_held(
+        pool,
+        lambda conn: store.append_many([AppendRequest(pupil, batch, 1)], conn=conn),
+        lambda: store.append(pupil, batch),  # any version
+    )
+    assert not isinstance(first, Exception) and not isinstance(again, Exception)
     assert again.duplicate and again.positions == first.positions
+    assert await store.stream_version(pupil) == 2
+
+
+async def test_an_append_waiting_on_an_erasure_finds_the_key_destroyed(store: EventStore, pool):
+    """The keys are read once the heads are locked: an append that waited for an
+    erasure's transaction is refused, not sealed with the destroyed key."""
+    pupil = uuid.uuid4()
+    await store.append(pupil, [new_event(registered())], 0)
+    erased = new_event(ev.PersonalDataErased(reason_code="erasure_request", reason="SAR-9"))
+    _, late = await _while_held(
+        pool,
+        lambda conn: store.erase(pupil, erased, conn=conn),
+        lambda: store.append(pupil, [new_event(concern())]),  # any version
+    )
+    assert isinstance(late, StreamErased)
     assert await store.stream_version(pupil) == 2
 
 
