@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import uuid5
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -185,3 +186,21 @@ def test_projection_declaration() -> None:
     assert audit.PROJECTION.name == "audit"
     for index in audit.PROJECTION.indexes:
         index.format(schema="senflow_audit")
+
+
+def test_an_entry_writes_each_moment_in_its_own_zone() -> None:
+    """Moments are written once and remembered: an equal moment in another zone is still
+    written in that zone (equal datetimes, different text)."""
+    registered = Stream().command(story(EXAMPLE_PUPIL)[0])
+    in_utc = datetime(2024, 10, 1, 11, 0, tzinfo=UTC)
+    in_london = in_utc.astimezone(ZoneInfo("Europe/London"))
+    assert in_utc == in_london
+    texts = [
+        audit.entry(registered.model_copy(update={"recorded_at": moment}))["recorded_at"]
+        for moment in (in_utc, in_london, in_utc)
+    ]
+    assert texts == [
+        "2024-10-01T11:00:00+00:00",
+        "2024-10-01T12:00:00+01:00",
+        "2024-10-01T11:00:00+00:00",
+    ]
