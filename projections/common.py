@@ -9,8 +9,9 @@ Ordered things are lists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from senflow.events import catalogue as ev
@@ -34,7 +35,15 @@ def parse_day(value: str | date | None) -> date | None:
 
 def day_of(event: RecordedEvent) -> str:
     """The school day (England) on which the event happened, as an ISO string."""
-    return school_day(event.occurred_at).isoformat()
+    return _school_day_text(event.occurred_at)
+
+
+@functools.lru_cache(maxsize=4096)
+def _school_day_text(moment: datetime) -> str:
+    # Remembered: every projection asks for every event's day, a time-zone conversion
+    # each, and a school's events share few moments. Equal moments are the same instant
+    # (they are always zone-aware), so they fall on the same day in England.
+    return school_day(moment).isoformat()
 
 
 def year_group_on(recorded: str | None, recorded_on: str | None, day: date) -> str | None:
