@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from senflow.events.envelope import Actor, Role
 from senflow.services import bootstrap
-from senflow.services.settings import Settings
+from senflow.services.settings import Settings, from_environment
 from senflow.services.store.eventstore import EventStore, StoreError
 from senflow.services.workflow.commands import error_fields, parse_command
 
@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def _run(fn: Callable[[Settings], Awaitable[T]]) -> T:
-    settings = Settings()
+    settings = from_environment()
     bootstrap.configure_logging(settings)
     return asyncio.run(fn(settings))
 
@@ -539,7 +539,7 @@ def definitions(
     from senflow.services.bus.topology import Topology
     from senflow.services.bus.topology import definitions as topology_definitions
 
-    settings = Settings()
+    settings = from_environment()
     topology = Topology(prefix=settings.bus_prefix, partitions=settings.partitions)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(topology_definitions(topology), indent=2) + "\n")

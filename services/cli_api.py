@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from senflow.events.envelope import Role
 from senflow.services import bootstrap
-from senflow.services.settings import Settings
+from senflow.services.settings import from_environment
 
 token_app = typer.Typer(help="Bearer tokens of the HTTP API", no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def _print(doc: Any) -> None:
 
 
 def _run(fn: Any) -> Any:
-    settings = Settings()
+    settings = from_environment()
     bootstrap.configure_logging(settings)
 
     async def go() -> Any:

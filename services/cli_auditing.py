@@ -22,7 +22,7 @@ from uuid import UUID
 import typer
 
 from senflow.services import bootstrap
-from senflow.services.settings import Settings
+from senflow.services.settings import Settings, from_environment
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def register_commands(app: typer.Typer) -> None:
 
 
 def _run(fn: Callable[[Settings], Awaitable[T]]) -> T:
-    settings = Settings()
+    settings = from_environment()
     bootstrap.configure_logging(settings)
     return asyncio.run(fn(settings))
 

@@ -57,6 +57,7 @@ async def serve_relay(settings: Settings, feed: Feed = Feed.PAGES) -> None:
             topology_from(settings),
             name=RELAY_NAMES[feed],
             feed=feed,  # a new feed starts at 0; migration 0006 seeded the public one
+            checkpoint_every=settings.relay_checkpoint_every,
         )
         await relay.run(stop)
     finally:
@@ -126,6 +127,10 @@ async def serve_projection(
             settings.amqp_url,
             topology_from(settings),
             partitions,
+            prefetch=settings.consumer_prefetch,
+            kept_bytes=settings.consumer_kept_bytes,
+            linger=settings.consumer_linger,
+            busy_rate=settings.consumer_busy_rate,
         )
         await service.prepare()
         await service.start()
