@@ -238,6 +238,115 @@ def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Do
     }
 
 
+def _derive_one_more(derived: Doc, fact: Doc, session_log: dict[str, dict[str, list[Any]]]) -> Doc:
+    """``derive`` of the log with ``fact`` appended, from ``derive`` of the log before it.
+
+    ``derive`` is a fold over the facts, so one more fact at the end needs only its
+    own step, not the whole log again (which made a pupil's every event cost time in
+    proportion to their history). Only for a log that names the pupil's school: the
+    school ``derive`` carries is then the document's (no event's fallback in it).
+    Equal to a whole ``derive`` after every event (tests/unit/test_projection_kept_fields).
+    """
+    out = dict(derived)
+    day: str = fact["on"]
+    match fact["type"]:
+        case "pupil_registered":
+            out["school_urn"] = fact["school_urn"]
+            out["year_group"], out["year_group_recorded_on"] = fact["year_group"], day
+        case "sen_support_started" | "needs_reclassified" | "ehc_plan_issued":
+            out["primary_need"] = need_of_rank(fact["needs"], 1)
+            out["secondary_need"] = need_of_rank(fact["needs"], 2)
+        case "sen_support_ended":
+            out["primary_need"] = out["secondary_need"] = None
+        case "pupil_transferred":
+            out["school_urn"] = fact["to_urn"]
+        case "plan_agreed":
+            out["plans"] = {
+                **derived["plans"],
+                fact["plan_id"]: {
+                    "agreed_on": day,
+                    "review_date": fact["review_date"],
+                    "outcomes": fact["outcomes"],
+                    "provisions": {
+                        p["provision_id"]: {k: v for k, v in p.items() if k != "provision_id"}
+                        for p in fact["provisions"]
+                    },
+                    "reviewed_on": None,
+                    "decision": None,
+                },
+            }
+        case "intervention_started":
+            iid = fact["intervention_id"]
+            plan = derived["plans"].get(fact["plan_id"])
+            line = plan["provisions"].get(fact["provision_id"]) if plan else None
+            started = {
+                "plan_id": fact["plan_id"],
+                "provision_id": fact["provision_id"],
+                "name": line["name"] if line else fact["provision_id"],
+                "school_urn": derived["school_urn"] or fact["school_urn"],
+                "year_group": _year_group_on(
+                    derived["year_group"], derived["year_group_recorded_on"], day
+                ),
+                "primary_need": derived["primary_need"],
+                "started_on": day,
+                "ended_on": None,
+                "end_reason": None,
+                "sessions": 0,
+                "minutes_delivered": 0,
+                "entry": fact["entry"],
+                "exit": None,
+                "impact_rating": None,
+                "keep": None,
+                "rated_on": None,
+            }
+            out["interventions"] = {
+                **derived["interventions"],
+                iid: _with_session_totals(started, session_log.get(iid)),
+            }
+        case "intervention_ended":
+            iid = fact["intervention_id"]
+            if iid in derived["interventions"]:
+                out["interventions"] = {
+                    **derived["interventions"],
+                    iid: {
+                        **derived["interventions"][iid],
+                        "ended_on": day,
+                        "end_reason": fact["reason"],
+                        "exit": fact["exit"],
+                    },
+                }
+        case "review_held":
+            pid = fact["plan_id"]
+            if pid in derived["plans"]:
+                out["plans"] = {
+                    **derived["plans"],
+                    pid: {
+                        **derived["plans"][pid],
+                        "reviewed_on": day,
+                        "decision": fact["decision"],
+                    },
+                }
+            plan_ratings = dict(derived["outcome_ratings"].get(pid, {}))
+            for progress in fact["outcome_progress"]:
+                plan_ratings[progress["outcome_id"]] = progress["rating"]
+            out["outcome_ratings"] = {**derived["outcome_ratings"], pid: plan_ratings}
+            interventions = derived["interventions"]
+            for impact in fact["intervention_impact"]:
+                iid = impact["intervention_id"]
+                if iid in interventions:
+                    interventions = {
+                        **interventions,
+                        iid: {
+                            **interventions[iid],
+                            "impact_rating": impact["impact"],
+                            "keep": impact["keep"],
+                            "rated_on": day,
+                        },
+                    }
+            out["interventions"] = interventions
+    return out
+
+
 # --- evolve ----------------------------------------------------------------------------------
 
 _DERIVED = frozenset(
@@ -298,15 +407,16 @@ def evolve(doc: Doc | None, event: RecordedEvent) -> Doc:
         case _:
             fields = _fields(data)
             if fields is not None:
-                facts.append(
-                    {
-                        "event_id": str(event.event_id),
-                        "type": event.event_type,
-                        "on": day_of(event),
-                        "school_urn": event.tenant.school_urn,
-                        **fields,
-                    }
-                )
+                fact = {
+                    "event_id": str(event.event_id),
+                    "type": event.event_type,
+                    "on": day_of(event),
+                    "school_urn": event.tenant.school_urn,
+                    **fields,
+                }
+                if doc is not None and names_school(facts) and doc.keys() >= _DERIVED:
+                    derived = _derive_one_more({k: doc[k] for k in _DERIVED}, fact, sessions)
+                facts.append(fact)
             elif doc is not None and names_school(facts) and doc.keys() >= _DERIVED:
                 derived = {k: doc[k] for k in _DERIVED}  # nothing the map derives from changed
     if derived is None:

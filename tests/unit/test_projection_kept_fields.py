@@ -8,12 +8,19 @@ and events after them, the document must hold what deriving it afresh gives.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 
 import pytest
 
+from senflow.events.catalogue import current_version
+from senflow.events.envelope import RecordedEvent
 from senflow.projections import compliance, provision_map, register
 from senflow.projections.base import Doc
+from senflow.services import demo
+from senflow.services.importer import _decide
+from senflow.services.workflow.commands import parse_command
 from tests.unit.test_projection_register import Stream, _meeting, story_stream
 
 pytestmark = pytest.mark.unit
@@ -52,3 +59,41 @@ def test_provision_map_keeps_what_a_full_derive_gives() -> None:
     for doc in _docs(provision_map.evolve):
         derived = provision_map.derive(doc["facts"], doc["session_log"])
         assert {k: doc[k] for k in derived} == derived
+
+
+def _demo_histories(pupils: int) -> Iterator[list[RecordedEvent]]:
+    """Demo pupils over four years (support cycles, EHC plans, leavers) as recorded events."""
+    spec = demo.DemoSpec(seed=11, years=4)
+    today, now = date(2026, 3, 20), datetime(2026, 3, 20, 12, tzinfo=UTC)
+    for n in range(pupils):
+        raw, _ = demo.pupil_commands(spec, 0, "131313", n, date(2022, 9, 5), today)
+        decided = _decide([parse_command(c) for c in raw], now)
+        assert isinstance(decided, list), decided
+        pupil = decided[0].event_id  # any id: one stream per pupil
+        yield [
+            RecordedEvent(
+                **e.model_dump(exclude={"data"}),
+                data=e.data,
+                stream_id=pupil,
+                version=v,
+                position=v,
+                schema_version=current_version(e.event_type),
+                recorded_at=now,
+            )
+            for v, e in enumerate(decided, start=1)
+        ]
+
+
+def test_provision_map_keeps_what_a_full_derive_gives_over_long_histories() -> None:
+    """Facts appended one at a time (``_derive_one_more``) give what a whole derive does,
+    after every event of many pupils' years of plan-do-review cycles and EHC plans."""
+    checked: Counter[str] = Counter()
+    for history in _demo_histories(300):
+        doc = None
+        for event in history:
+            doc = provision_map.evolve(doc, event)
+            derived = provision_map.derive(doc["facts"], doc["session_log"])
+            assert {k: doc[k] for k in derived} == derived
+            checked[event.event_type] += 1
+    for kind in ("intervention_started", "intervention_ended", "review_held", "ehc_plan_issued"):
+        assert checked[kind] >= 10, checked
