@@ -123,20 +123,16 @@ _COLUMNS = (
     "actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data, "
     "prev_hash, hash"
 )
-# The write, in one statement: the append lock, the heads moved on, the events
-# inserted, and the wake-up for tailing readers (delivered at commit, never the data
-# path). The insert reads its rows through the lock's CTE, so the lock is held before
-# the first position is drawn from the sequence.
+# The write, in one statement: the append lock, the heads moved on (by
+# ``senflow_move_heads``, migration 0007), the events inserted, and the wake-up for
+# tailing readers (delivered at commit, never the data path). The insert reads its rows
+# through the lock's CTE, so the lock is held (and the heads moved) before the first
+# position is drawn from the sequence.
 _WRITE = f"""
     WITH appending AS MATERIALIZED (
-        SELECT pg_advisory_xact_lock($18)
-    ), moved AS (
-        UPDATE streams s
-           SET version = h.version, last_hash = h.last_hash, trust_id = h.trust_id,
-               school_urn = h.school_urn, updated_at = now()
-          FROM unnest($19::uuid[], $20::int[], $21::bytea[], $22::text[], $23::text[])
-               AS h(stream_id, version, last_hash, trust_id, school_urn)
-         WHERE s.stream_id = h.stream_id
+        SELECT pg_advisory_xact_lock($18),
+               senflow_move_heads($19::uuid[], $20::int[], $21::bytea[], $22::text[],
+                                  $23::text[])
     ), inserted AS (
         INSERT INTO events ({_COLUMNS})
         SELECT e.* FROM appending, unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[],

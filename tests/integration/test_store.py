@@ -479,3 +479,29 @@ def test_huge_or_non_finite_measures_are_refused():
     for bad in (1e23, float("nan"), float("inf")):
         with pytest.raises(pydantic.ValidationError):
             ev.Measure(instrument="x", value=bad)
+
+
+async def test_an_append_reaches_heads_and_events_by_index_whatever_their_size(
+    store: EventStore, pool
+):
+    """A session keeps its plans: made while the tables were small, a sequential scan looked
+    cheapest and stayed, and an append then cost time in proportion to the store. Every
+    table an append reads is read by index (counted by PostgreSQL for this transaction)."""
+    known = uuid.uuid4()
+    await store.append(known, [new_event(registered())], 0)
+    for _ in range(8):  # past the custom plans: what a long-lived session runs
+        async with pool.acquire() as conn, conn.transaction():
+            fresh = uuid.uuid4()
+            outcomes = await store.append_many(
+                [
+                    AppendRequest(known, [new_event(concern())]),
+                    AppendRequest(fresh, [new_event(registered())], 0),
+                ],
+                conn=conn,
+            )
+            assert not any(isinstance(o, Exception) for o in outcomes)
+            scans = await conn.fetch(
+                "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+                "WHERE relname IN ('streams', 'vault_keys', 'events') AND seq_scan > 0"
+            )
+            assert not scans, scans
