@@ -452,11 +452,9 @@ class EventStore:
         ``after_version`` (decrypted), and the events ``command_id`` already caused,
         in any stream (a retry's, to be answered as it was the first time)."""
         async with self.pool.acquire() as conn:
+            # By index whatever the store's size when this session planned it (0007).
             rows = await conn.fetch(
-                f"""SELECT position, {_COLUMNS}, k.key
-                      FROM events e LEFT JOIN vault_keys k USING (stream_id)
-                     WHERE (e.stream_id = $1 AND e.version > $2) OR e.causation_id = $3
-                     ORDER BY e.position""",
+                "SELECT * FROM senflow_read_for_command($1::uuid, $2::int, $3::uuid)",
                 stream_id,
                 after_version,
                 command_id,

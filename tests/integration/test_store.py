@@ -486,22 +486,60 @@ async def test_an_append_reaches_heads_and_events_by_index_whatever_their_size(
 ):
     """A session keeps its plans: made while the tables were small, a sequential scan looked
     cheapest and stayed, and an append then cost time in proportion to the store. Every
-    table an append reads is read by index (counted by PostgreSQL for this transaction)."""
+    table an append (and a command's read) reads is read by index (counted by PostgreSQL
+    for this transaction)."""
     known = uuid.uuid4()
     await store.append(known, [new_event(registered())], 0)
-    for _ in range(8):  # past the custom plans: what a long-lived session runs
-        async with pool.acquire() as conn, conn.transaction():
-            fresh = uuid.uuid4()
-            outcomes = await store.append_many(
-                [
-                    AppendRequest(known, [new_event(concern())]),
-                    AppendRequest(fresh, [new_event(registered())], 0),
-                ],
-                conn=conn,
-            )
-            assert not any(isinstance(o, Exception) for o in outcomes)
-            scans = await conn.fetch(
-                "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
-                "WHERE relname IN ('streams', 'vault_keys', 'events') AND seq_scan > 0"
-            )
-            assert not scans, scans
+    async with pool.acquire() as conn:
+        for _ in range(8):  # past the custom plans: what a long-lived session runs
+            await _scans_nothing_whole(store, conn, known)
+
+
+async def _scans_nothing_whole(store: EventStore, conn: asyncpg.Connection, known) -> None:
+    async with conn.transaction():
+        fresh = uuid.uuid4()
+        outcomes = await store.append_many(
+            [
+                AppendRequest(known, [new_event(concern())]),
+                AppendRequest(fresh, [new_event(registered())], 0),
+            ],
+            conn=conn,
+        )
+        assert not any(isinstance(o, Exception) for o in outcomes)
+        # and what a command reads before deciding (EventStore.read_for_command)
+        await conn.fetch("SELECT * FROM senflow_read_for_command($1, 1, $2)", known, fresh)
+        scans = await conn.fetch(
+            "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+            "WHERE relname IN ('streams', 'vault_keys', 'events') AND seq_scan > 0"
+        )
+        assert not scans, scans
+
+
+async def test_a_sessions_plans_from_an_empty_store_still_read_by_index_once_it_is_big():
+    """The case the functions of migration 0007 are for: a long-lived session planned its
+    statements on an empty store (statistics say so until the next ANALYZE), then the
+    store grew by a bulk import. Its appends and its commands' reads stay on the indexes."""
+    url = with_database(BASE_URL, f"senflow_test_plans_{uuid.uuid4().hex[:10]}")
+    await migrate(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        store = EventStore(pool)
+        known = uuid.uuid4()
+        await store.append(known, [new_event(registered())], 0)
+        async with pool.acquire() as conn:
+            for table in ("events", "streams", "vault_keys"):
+                await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+                await conn.execute(f"ANALYZE {table}")
+            for _ in range(8):  # the session's plans, made on a one-pupil store
+                await _scans_nothing_whole(store, conn, known)
+            streams = [
+                (uuid.uuid4(), [new_event(registered())] + [new_event(concern()) for _ in range(9)])
+                for _ in range(600)
+            ]
+            await store.import_new_streams(streams, conn=conn)
+            await _scans_nothing_whole(store, conn, known)
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(with_database(BASE_URL, "postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await admin.close()

@@ -54,3 +54,28 @@ CREATE FUNCTION senflow_move_heads(ids uuid[], versions integer[], last_hashes b
            AS h(stream_id, version, last_hash, trust_id, school_urn)
      WHERE s.stream_id = h.stream_id
 $$;
+
+-- What a command reads before it decides (``EventStore.read_for_command``): the
+-- pupil's events after the version its process keeps, and the events its command id
+-- already caused, with the pupil's key. A function for the same reason as the two
+-- above: a session's plan made while the store was nearly empty read the whole events
+-- table for every command (32 ms a command at 150,000 events).
+CREATE FUNCTION senflow_read_for_command(pupil uuid, after_version integer, command uuid)
+    RETURNS TABLE ("position" bigint, event_id uuid, stream_id uuid, version integer,
+                   event_type text, schema_version smallint, occurred_at timestamptz,
+                   recorded_at timestamptz, actor_id text, actor_role text, trust_id text,
+                   school_urn text, correlation_id uuid, causation_id uuid, data jsonb,
+                   prev_hash bytea, hash bytea, key bytea)
+    LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT e.position, e.event_id, e.stream_id, e.version, e.event_type, e.schema_version,
+           e.occurred_at, e.recorded_at, e.actor_id, e.actor_role, e.trust_id,
+           e.school_urn, e.correlation_id, e.causation_id, e.data, e.prev_hash, e.hash,
+           k.key
+      FROM events e LEFT JOIN vault_keys k USING (stream_id)
+     WHERE (e.stream_id = pupil AND e.version > after_version) OR e.causation_id = command
+     ORDER BY e.position
+$$;
+
+-- The heads check of every insert into events (0005, 0006) likewise: its plan, kept by
+-- the session, looked the heads up by a sequential scan once made on an empty store.
+ALTER FUNCTION senflow_events_have_heads() SET enable_seqscan = off;
