@@ -145,6 +145,52 @@ def _year_group_on(recorded: str | None, recorded_on: str | None, day: str) -> s
     return year_group_on(recorded, recorded_on, date.fromisoformat(day))
 
 
+def _agreed_plan(fact: Doc) -> Doc:
+    """A ``plan_agreed`` fact's plan, as ``plans`` holds it before any review."""
+    return {
+        "agreed_on": fact["on"],
+        "review_date": fact["review_date"],
+        "outcomes": fact["outcomes"],
+        "provisions": {
+            p["provision_id"]: {k: v for k, v in p.items() if k != "provision_id"}
+            for p in fact["provisions"]
+        },
+        "reviewed_on": None,
+        "decision": None,
+    }
+
+
+def _started(
+    fact: Doc,
+    plans: dict[str, Doc],
+    school_urn: str | None,
+    year_group: str | None,
+    year_group_recorded_on: str | None,
+    primary_need: str | None,
+) -> Doc:
+    """An ``intervention_started`` fact's intervention, before any session, end or rating."""
+    plan = plans.get(fact["plan_id"])
+    line = plan["provisions"].get(fact["provision_id"]) if plan else None
+    return {
+        "plan_id": fact["plan_id"],
+        "provision_id": fact["provision_id"],
+        "name": line["name"] if line else fact["provision_id"],
+        "school_urn": school_urn or fact["school_urn"],
+        "year_group": _year_group_on(year_group, year_group_recorded_on, fact["on"]),
+        "primary_need": primary_need,
+        "started_on": fact["on"],
+        "ended_on": None,
+        "end_reason": None,
+        "sessions": 0,
+        "minutes_delivered": 0,
+        "entry": fact["entry"],
+        "exit": None,
+        "impact_rating": None,
+        "keep": None,
+        "rated_on": None,
+    }
+
+
 def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Doc:
     """``school_urn``, ``year_group``, needs, ``plans``, ``interventions``, ``outcome_ratings``."""
     school_urn: str | None = None
@@ -167,38 +213,16 @@ def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Do
             case "pupil_transferred":
                 school_urn = fact["to_urn"]
             case "plan_agreed":
-                plans[fact["plan_id"]] = {
-                    "agreed_on": day,
-                    "review_date": fact["review_date"],
-                    "outcomes": fact["outcomes"],
-                    "provisions": {
-                        p["provision_id"]: {k: v for k, v in p.items() if k != "provision_id"}
-                        for p in fact["provisions"]
-                    },
-                    "reviewed_on": None,
-                    "decision": None,
-                }
+                plans[fact["plan_id"]] = _agreed_plan(fact)
             case "intervention_started":
-                plan = plans.get(fact["plan_id"])
-                line = plan["provisions"].get(fact["provision_id"]) if plan else None
-                interventions[fact["intervention_id"]] = {
-                    "plan_id": fact["plan_id"],
-                    "provision_id": fact["provision_id"],
-                    "name": line["name"] if line else fact["provision_id"],
-                    "school_urn": school_urn or fact["school_urn"],
-                    "year_group": _year_group_on(year_group, year_group_recorded_on, day),
-                    "primary_need": need_of_rank(needs, 1),
-                    "started_on": day,
-                    "ended_on": None,
-                    "end_reason": None,
-                    "sessions": 0,
-                    "minutes_delivered": 0,
-                    "entry": fact["entry"],
-                    "exit": None,
-                    "impact_rating": None,
-                    "keep": None,
-                    "rated_on": None,
-                }
+                interventions[fact["intervention_id"]] = _started(
+                    fact,
+                    plans,
+                    school_urn,
+                    year_group,
+                    year_group_recorded_on,
+                    need_of_rank(needs, 1),
+                )
             case "intervention_ended":
                 iid = fact["intervention_id"]
                 if iid in interventions:
@@ -261,44 +285,17 @@ def _derive_one_more(derived: Doc, fact: Doc, session_log: dict[str, dict[str, l
         case "pupil_transferred":
             out["school_urn"] = fact["to_urn"]
         case "plan_agreed":
-            out["plans"] = {
-                **derived["plans"],
-                fact["plan_id"]: {
-                    "agreed_on": day,
-                    "review_date": fact["review_date"],
-                    "outcomes": fact["outcomes"],
-                    "provisions": {
-                        p["provision_id"]: {k: v for k, v in p.items() if k != "provision_id"}
-                        for p in fact["provisions"]
-                    },
-                    "reviewed_on": None,
-                    "decision": None,
-                },
-            }
+            out["plans"] = {**derived["plans"], fact["plan_id"]: _agreed_plan(fact)}
         case "intervention_started":
             iid = fact["intervention_id"]
-            plan = derived["plans"].get(fact["plan_id"])
-            line = plan["provisions"].get(fact["provision_id"]) if plan else None
-            started = {
-                "plan_id": fact["plan_id"],
-                "provision_id": fact["provision_id"],
-                "name": line["name"] if line else fact["provision_id"],
-                "school_urn": derived["school_urn"] or fact["school_urn"],
-                "year_group": _year_group_on(
-                    derived["year_group"], derived["year_group_recorded_on"], day
-                ),
-                "primary_need": derived["primary_need"],
-                "started_on": day,
-                "ended_on": None,
-                "end_reason": None,
-                "sessions": 0,
-                "minutes_delivered": 0,
-                "entry": fact["entry"],
-                "exit": None,
-                "impact_rating": None,
-                "keep": None,
-                "rated_on": None,
-            }
+            started = _started(
+                fact,
+                derived["plans"],
+                derived["school_urn"],
+                derived["year_group"],
+                derived["year_group_recorded_on"],
+                derived["primary_need"],
+            )
             out["interventions"] = {
                 **derived["interventions"],
                 iid: _with_session_totals(started, session_log.get(iid)),
