@@ -62,6 +62,7 @@ OFFERED = 200.0  # events/s in the latency phase
 POLL_S = 0.002  # how often the latency phase looks at the projections
 P95_TARGET_MS = 50.0
 SUSTAINED_TARGET = 3000.0
+SUSTAINED_WRITERS = 32
 RSS_TARGET_MB = 150.0
 
 
@@ -301,7 +302,7 @@ async def sustained_phase(
 ) -> dict[str, Any]:
     rng = random.Random(5)
     templates = data.pupils(60, seed=9, min_events=10)
-    writers = 32
+    writers = SUSTAINED_WRITERS
     plans = [make_plan(templates, int(9000 * seconds / writers), rng) for _ in range(writers)]
     async with pool.acquire() as conn:
         base_head, _ = await _all_projected(conn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 from uuid import UUID, uuid4, uuid5
 
 import pytest
@@ -186,24 +187,32 @@ async def test_a_busy_consumer_waits_linger_between_writes_and_a_quiet_one_does_
         starts.append(asyncio.get_running_loop().time())
         return ApplyStats(applied=len(events))
 
-    batcher = Batcher(apply, linger=0.5, busy_rate=50)
+    batcher = Batcher(apply, linger=0.3, busy_rate=100)
     channel = Channel()
-    d = deliver(channel, range(1, 20))
-    tag = iter(range(1, 20))
+    d = deliver(channel, range(1, 40))
+    tag = iter(range(1, 40))
 
     async def page(size: int) -> None:
         await batcher.submit(d[next(tag)], [event(uuid4(), 1, i) for i in range(1, size + 1)])
 
+    def gaps() -> list[float]:
+        return [b - a for a, b in pairwise(starts)]
+
+    for _ in range(6):  # ~50 events/s: quiet, each write at once
+        await page(1)
+        await asyncio.sleep(0.02)
+    assert max(gaps()) < 0.2 and batcher.rate < 100
+    quiet = len(starts)
+    await asyncio.gather(*(page(10) for _ in range(6)))  # a burst: 60 events at once
+    assert batcher.rate >= 100 and len(starts) == quiet + 1
     await page(10)
-    await page(10)
-    assert starts[1] - starts[0] < 0.25  # quiet: at once
-    await page(60)  # 80 events in this second
-    await asyncio.sleep(1.0)
-    await page(1)  # a new second: the last was busy
-    await page(1)
-    assert starts[4] - starts[3] >= 0.49
-    await asyncio.sleep(1.1)
-    await page(1)  # two events in the last second: quiet again
-    await page(1)
-    assert starts[6] - starts[5] < 0.25
+    assert gaps()[-1] >= 0.29  # busy: the next write waits ``linger``
+    await asyncio.sleep(0.6)  # the burst is over
+    after = len(starts)
+    for _ in range(4):
+        await page(1)
+        await asyncio.sleep(0.02)
+    # quiet again at once: the rate is an average over the last moments, not a count
+    # of the last second (which held light traffic back for up to two seconds)
+    assert max(gaps()[after:]) < 0.2 and batcher.rate < 100
     await batcher.close()
