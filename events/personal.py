@@ -71,6 +71,12 @@ def _seal(value: Any, handler: SerializerFunctionWrapHandler, info: Serializatio
     return seal(plain)
 
 
+def is_vault_serialiser(func: Any) -> bool:
+    """Whether ``func`` is the serialiser of personal fields (it writes strings, or the
+    plain value: what the store's canonical encoding needs to know)."""
+    return func is _seal
+
+
 class PersonalMarker:
     """Metadata tag: the field holds personal data (used by docs and schema export)."""
 

@@ -78,7 +78,8 @@ class StreamRows:
         data = hashchain.encode_data(
             e.data.__pydantic_serializer__.to_python(
                 e.data, mode="json", exclude=_NOT_DATA, context={"seal": self._sealer(event_id)}
-            )
+            ),
+            floats=hashchain.may_hold_floats(type(e.data)),
         )
         event_type = e.event_type
         schema_version = current_version(event_type)
