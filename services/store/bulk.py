@@ -147,7 +147,7 @@ class _CopyWriter:
         correlation = _UUID.pack(16, correlation_id.bytes)
         if causation_id is None:
             causation = _NULL
-        elif causation_id == correlation_id:  # a command's own events: the usual case
+        elif causation_id is correlation_id or causation_id == correlation_id:  # the usual case
             causation = correlation
         else:
             causation = _UUID.pack(16, causation_id.bytes)

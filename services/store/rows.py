@@ -16,7 +16,6 @@ from uuid import UUID
 
 import orjson
 
-from senflow.events.catalogue import current_version
 from senflow.events.envelope import NewEvent
 from senflow.services.store import hashchain, vault
 
@@ -82,9 +81,9 @@ class StreamRows:
             floats=hashchain.may_hold_floats(type(e.data)),
         )
         event_type = e.event_type
-        schema_version = current_version(event_type)
+        schema_version = type(e.data).schema_version  # the model is the current version
         actor, tenant = e.actor, e.tenant
-        role = actor.role.value
+        role = actor.role._value_  # what .value gives, without the enum's property
         correlation_id, causation_id = e.correlation_id, e.causation_id
         # A command's events share their correlation id (and are mostly caused by the
         # same id): turned into text once.

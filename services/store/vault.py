@@ -7,7 +7,6 @@ pupil's stream) fails to open instead of showing the wrong person's data.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 from typing import Any
@@ -50,7 +49,9 @@ def stream_sealer(key: bytes, stream_id: UUID | str) -> Any:
         def seal(plain: Any) -> dict[str, str]:
             nonce = os.urandom(_NONCE_BYTES)
             blob = aead.encrypt(nonce, str(plain).encode(), aad)
-            return {SEALED_KEY: f"{_FORMAT}:{base64.b64encode(nonce + blob).decode()}"}
+            # base64.b64encode without its Python wrapper
+            text = binascii.b2a_base64(nonce + blob, newline=False).decode()
+            return {SEALED_KEY: f"{_FORMAT}:{text}"}
 
         return seal
 
