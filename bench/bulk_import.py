@@ -3,9 +3,10 @@
 - import (commands): ``services.importer.bulk_import`` from parsed commands: each
   new pupil's history decided by the workflow, sealed, hash-chained and
   written with COPY, 500 pupils per transaction;
-- import (store): ``EventStore.import_new_streams`` from decided events (the
-  store's part alone: sealing, hashing, stream heads, vault keys, COPY), two
-  chunks in flight as ``bulk_import`` does;
+- import (store): the store's part alone, from decided events, run as ``bulk_import``
+  runs it: each chunk sealed, hashed and encoded (``bulk.Chunk``) in forked worker
+  processes, written with ``EventStore.import_prepared`` (stream heads, vault keys,
+  COPY), two chunks in flight;
 - ceiling: the same rows, sealed and hashed beforehand (outside the timing),
   written by a bare asyncpg COPY into a table like ``events`` (no trigger, no
   foreign key, no lock, no stream heads), in the same transactions.
@@ -17,14 +18,16 @@ registration; those on SEN support have dozens of events).
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 from bench import data
 from bench.common import Config, Row, Timer, bench_database, median, pool_for
+from senflow.services import forked
 from senflow.services.application import SenflowService
 from senflow.services.importer import bulk_import
-from senflow.services.store import vault
+from senflow.services.store import bulk, vault
 from senflow.services.store.eventstore import _COLUMNS, EventStore, _row
 from senflow.services.workflow.commands import parse_command
 
@@ -110,11 +113,30 @@ def _rows(streams: list[tuple[Any, list[Any]]]) -> list[list[tuple[Any, ...]]]:
 
 
 async def _import_two_in_flight(store: EventStore, chunks: list[Any]) -> int:
-    """As ``bulk_import`` does: one chunk seals and hashes while another's COPY runs."""
+    """As ``bulk_import`` does: chunks built in worker processes (in this one where
+    processes cannot fork), two written at once."""
+
+    def build(index: int) -> bulk.Prepared:
+        chunk = bulk.Chunk()
+        for stream_id, events in chunks[index]:
+            chunk.add(stream_id, events)
+        return chunk.finish()
+
     gate = asyncio.Semaphore(2)
 
-    async def one(chunk: list[Any]) -> int:
-        async with gate:
-            return await store.import_new_streams(chunk)
+    async def write(prepared: bulk.Prepared) -> int:
+        try:
+            return await store.import_prepared(prepared)
+        finally:
+            gate.release()
 
-    return sum(await asyncio.gather(*(one(c) for c in chunks)))
+    writing: list[asyncio.Task[int]] = []
+    if forked.can_fork():
+        async for prepared in forked.built_in_workers(build, len(chunks), os.cpu_count() or 1):
+            await gate.acquire()
+            writing.append(asyncio.create_task(write(prepared)))
+    else:
+        for i in range(len(chunks)):
+            await gate.acquire()
+            writing.append(asyncio.create_task(write(build(i))))
+    return sum(await asyncio.gather(*writing))

@@ -17,15 +17,10 @@ already built, one transaction each.
 from __future__ import annotations
 
 import asyncio
-import gc
-import multiprocessing
 import os
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +28,7 @@ import structlog
 
 from senflow.events import catalogue as ev
 from senflow.events.envelope import NewEvent
+from senflow.services import forked
 from senflow.services.application import SenflowService, envelop
 from senflow.services.store import bulk
 from senflow.services.workflow.commands import CommandBase
@@ -124,10 +120,17 @@ async def bulk_import(
     chunks = [new[i : i + batch_pupils] for i in range(0, len(new), batch_pupils)]
     if workers is None:
         workers = os.cpu_count() or 1
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if not forked.can_fork():
         workers = 0  # commands are not picklable: workers must inherit them
+
+    def build(index: int) -> Built:
+        builder = _Builder(service.clock)
+        for pupil, history in chunks[index]:
+            builder.add(pupil, history)
+        return builder.finish()
+
     built = (
-        _built_in_workers(chunks, service.clock, workers)
+        forked.built_in_workers(build, len(chunks), workers)
         if workers and len(chunks) > 1
         else _built_in_process(chunks, service.clock)
     )
@@ -180,52 +183,3 @@ async def _built_in_process(
             if n % 4 == 0:
                 await asyncio.sleep(0)  # let the chunk being written be sent meanwhile
         yield builder.finish()
-
-
-# --- worker processes ---------------------------------------------------------------------
-# Parsed commands are not picklable (and pickling them would cost what the
-# workers save), so workers are forked and inherit the chunks; a task names
-# its chunk by index and returns refusals and the chunk in COPY's format.
-
-_inherited: tuple[list[list[History]], Callable[[], datetime]] | None = None
-
-
-def _inherit(chunks: list[list[History]], clock: Callable[[], datetime]) -> None:
-    global _inherited
-    _inherited = (chunks, clock)
-    # The garbage collector would walk (and so copy, page by page) the whole heap
-    # inherited from the parent; what was inherited is never garbage here.
-    gc.freeze()
-
-
-def _build_inherited(index: int) -> Built:
-    assert _inherited is not None
-    chunks, clock = _inherited
-    builder = _Builder(clock)
-    for pupil, commands in chunks[index]:
-        builder.add(pupil, commands)
-    return builder.finish()
-
-
-async def _built_in_workers(
-    chunks: list[list[History]], clock: Callable[[], datetime], workers: int
-) -> AsyncGenerator[Built, None]:
-    """Built chunks in order, ``workers`` at a time, a few ahead of the writer (not all:
-    built chunks wait in memory)."""
-    pool = ProcessPoolExecutor(
-        min(workers, len(chunks)),
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_inherit,
-        initargs=(chunks, clock),
-    )
-    try:
-        upcoming = iter(range(len(chunks)))
-        ahead: deque[Future[Built]] = deque(
-            pool.submit(_build_inherited, i) for i in islice(upcoming, workers + 2)
-        )
-        while ahead:
-            built = await asyncio.wrap_future(ahead.popleft())
-            ahead.extend(pool.submit(_build_inherited, i) for i in islice(upcoming, 1))
-            yield built
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
