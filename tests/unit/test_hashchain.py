@@ -205,3 +205,39 @@ def test_data_said_to_hold_no_float_encode_as_the_reference() -> None:
         assert hashchain.encode_data(data, floats=False) == hashchain.encode_data(data)
     assert shortcut > 1000
     assert hashchain.encode_data({"n": 2**70}, floats=False) == b'{"n":%d}' % 2**70
+
+
+@settings(max_examples=300, deadline=None)
+@given(_text, _text, _text, _text, _text)
+def test_a_row_read_back_hashes_as_canonical_whatever_its_text_columns_hold(
+    actor_id: str, role: str, trust_id: str, school_urn: str, event_type: str
+) -> None:
+    # A changed row may hold anything in a text column (quotes, backslashes, controls):
+    # the template's bytes are still the canonical bytes of what it holds, so a change
+    # shows as a broken hash and never as some other row's content.
+    fields = {
+        **_envelope({"a": 1}),
+        "actor_id": actor_id,
+        "actor_role": role,
+        "trust_id": trust_id,
+        "school_urn": school_urn,
+        "event_type": event_type,
+        "causation_id": uuid.uuid4(),
+    }
+    as_read = [
+        str(fields["event_id"]),
+        str(fields["stream_id"]),
+        fields["version"],
+        event_type,
+        fields["schema_version"],
+        hashchain.ts(fields["occurred_at"]),  # type: ignore[arg-type]
+        hashchain.ts(fields["recorded_at"]),  # type: ignore[arg-type]
+        actor_id,
+        role,
+        trust_id,
+        school_urn,
+        str(fields["correlation_id"]),
+        str(fields["causation_id"]),
+        '{"a": 1}',
+    ]
+    assert hashchain.stored_content(*as_read) == hashchain.reference_canonical(**fields)
