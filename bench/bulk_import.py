@@ -18,7 +18,9 @@ registration; those on SEN support have dozens of events).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,13 +132,22 @@ async def _import_two_in_flight(store: EventStore, chunks: list[Any]) -> int:
         finally:
             gate.release()
 
-    writing: list[asyncio.Task[int]] = []
-    if forked.can_fork():
-        async for prepared in forked.built_in_workers(build, len(chunks), os.cpu_count() or 1):
-            await gate.acquire()
-            writing.append(asyncio.create_task(write(prepared)))
-    else:
+    async def in_process() -> AsyncIterator[bulk.Prepared]:
         for i in range(len(chunks)):
-            await gate.acquire()
-            writing.append(asyncio.create_task(write(build(i))))
-    return sum(await asyncio.gather(*writing))
+            yield build(i)
+
+    built = (
+        forked.built_in_workers(build, len(chunks), os.cpu_count() or 1)
+        if forked.can_fork()
+        else in_process()
+    )
+    writing: list[asyncio.Task[int]] = []
+    try:
+        async with contextlib.aclosing(built):
+            async for prepared in built:
+                await gate.acquire()
+                writing.append(asyncio.create_task(write(prepared)))
+            return sum(await asyncio.gather(*writing))
+    finally:
+        for task in writing:
+            task.cancel()  # after a failure: the other writes stop too (no-op when done)

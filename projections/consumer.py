@@ -101,7 +101,7 @@ class Batcher:
         self.apply, self.max_batch, self.max_wait = apply, max_batch, max_wait
         self.linger, self.busy_rate = linger, busy_rate
         self._next_at = 0.0  # loop time before which a busy consumer does not write again
-        self._last_start = 0.0  # loop time the last batch began
+        self._last_start = -math.inf  # loop time the last batch began
         self.rate = 0.0  # events/s arriving, averaged over about RATE_SPAN
         self.acks = Acknowledger()
         self.name = name  # the projection, for metrics

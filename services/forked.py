@@ -45,8 +45,10 @@ async def built_in_workers(
 ) -> AsyncGenerator[T, None]:
     """``build(0)``, ``build(1)``, ... ``build(parts - 1)`` in order, ``workers`` at a time
     in forked processes, a few ahead of the caller (not all: built parts wait in memory)."""
+    if parts <= 0:
+        return
     pool = ProcessPoolExecutor(
-        min(workers, parts),
+        max(1, min(workers, parts)),
         mp_context=multiprocessing.get_context("fork"),
         initializer=_inherit,
         initargs=(build,),  # not pickled: a forked worker inherits it
@@ -54,7 +56,7 @@ async def built_in_workers(
     try:
         upcoming = iter(range(parts))
         ahead: deque[Future[T]] = deque(
-            pool.submit(_built, i) for i in islice(upcoming, workers + 2)
+            pool.submit(_built, i) for i in islice(upcoming, max(1, workers) + 2)
         )
         while ahead:
             built = await asyncio.wrap_future(ahead.popleft())

@@ -13,21 +13,15 @@ are not plain 64-bit integers, so those (rare) events take the reference encoder
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from enum import Enum
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, PlainSerializer, WrapSerializer
-
-from senflow.events.personal import is_vault_serialiser
 
 # A float somewhere in orjson's output: json writes some differently (87.0 must be
 # 87, 1e-07 not 1e-7). In orjson's compact output a number follows ":", "[" or ","
@@ -72,8 +66,8 @@ def _fast(data: Any) -> bytes | None:
 def encode_data(data: dict[str, Any], floats: bool = True) -> bytes:
     """An event's data as canonical JSON.
 
-    ``floats`` False says the data hold no float (``may_hold_floats`` of the event's
-    model): orjson's bytes are then the canonical ones unless an integer is beyond 64
+    ``floats`` False says the data hold no float (``floats.may_hold_floats`` of the
+    event's model): orjson's bytes are then the canonical ones unless an integer is beyond 64
     bits, and the search of its output for floats (most of the cost) is skipped.
     """
     if not floats:
@@ -93,48 +87,6 @@ def encode_data(data: dict[str, Any], floats: bool = True) -> bytes:
     return json.dumps(
         normalised, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode()
-
-
-# Types whose JSON form never holds a float (an Enum's value is checked on its own).
-_NO_FLOATS: tuple[type, ...] = (str, bool, int, date, UUID, type(None))
-
-
-@functools.cache
-def may_hold_floats(tp: Any) -> bool:
-    """Whether ``tp``'s values, serialised by pydantic for an event's data, can hold a float.
-
-    Read from the type itself (fields, unions, lists, annotations): only a float or a
-    type this does not know can. A custom serialiser could write anything, so it counts
-    as a float, except the vault's (strings, or the plain value).
-    """
-    origin = get_origin(tp)
-    if origin is Annotated:
-        inner, *metadata = get_args(tp)
-        return _serialiser_may_write_floats(metadata) or may_hold_floats(inner)
-    if origin is Literal:
-        return any(isinstance(value, float) for value in get_args(tp))
-    if origin in (Union, UnionType, list, tuple, set, frozenset):
-        return any(may_hold_floats(arg) for arg in get_args(tp) if arg is not Ellipsis)
-    if not isinstance(tp, type):
-        return True  # a type this does not know: maybe
-    if issubclass(tp, Enum):
-        return any(isinstance(member.value, float) for member in tp)
-    if issubclass(tp, BaseModel):
-        decorators = tp.__pydantic_decorators__
-        if decorators.field_serializers or decorators.model_serializers or tp.model_computed_fields:
-            return True
-        return any(
-            _serialiser_may_write_floats(f.metadata) or may_hold_floats(f.annotation)
-            for f in tp.model_fields.values()
-        )
-    return not issubclass(tp, _NO_FLOATS) or issubclass(tp, float)
-
-
-def _serialiser_may_write_floats(metadata: list[Any]) -> bool:
-    return any(
-        isinstance(m, WrapSerializer | PlainSerializer) and not is_vault_serialiser(m.func)
-        for m in metadata
-    )
 
 
 # jsonb writes numbers in plain decimal, never with an exponent, so in its text a number

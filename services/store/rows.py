@@ -18,6 +18,7 @@ import orjson
 
 from senflow.events.envelope import NewEvent
 from senflow.services.store import hashchain, vault
+from senflow.services.store.floats import may_hold_floats
 
 _NOT_DATA = {"event_type"}  # the type has its own column
 
@@ -78,7 +79,7 @@ class StreamRows:
             e.data.__pydantic_serializer__.to_python(
                 e.data, mode="json", exclude=_NOT_DATA, context={"seal": self._sealer(event_id)}
             ),
-            floats=hashchain.may_hold_floats(type(e.data)),
+            floats=may_hold_floats(type(e.data)),
         )
         event_type = e.event_type
         schema_version = type(e.data).schema_version  # the model is the current version
