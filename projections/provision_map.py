@@ -191,6 +191,21 @@ def _started(
     }
 
 
+def _ended(fact: Doc, day: str) -> Doc:
+    """What an intervention_ended fact sets on its intervention."""
+    return {"ended_on": day, "end_reason": fact["reason"], "exit": fact["exit"]}
+
+
+def _reviewed(fact: Doc, day: str) -> Doc:
+    """What a review_held fact sets on its plan."""
+    return {"reviewed_on": day, "decision": fact["decision"]}
+
+
+def _rated(impact: Doc, day: str) -> Doc:
+    """What a review's rating of an intervention's impact sets on the intervention."""
+    return {"impact_rating": impact["impact"], "keep": impact["keep"], "rated_on": day}
+
+
 def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Doc:
     """``school_urn``, ``year_group``, needs, ``plans``, ``interventions``, ``outcome_ratings``."""
     school_urn: str | None = None
@@ -226,28 +241,18 @@ def derive(facts: list[Doc], session_log: dict[str, dict[str, list[Any]]]) -> Do
             case "intervention_ended":
                 iid = fact["intervention_id"]
                 if iid in interventions:
-                    interventions[iid] = {
-                        **interventions[iid],
-                        "ended_on": day,
-                        "end_reason": fact["reason"],
-                        "exit": fact["exit"],
-                    }
+                    interventions[iid] = {**interventions[iid], **_ended(fact, day)}
             case "review_held":
                 pid = fact["plan_id"]
                 if pid in plans:
-                    plans[pid] = {**plans[pid], "reviewed_on": day, "decision": fact["decision"]}
+                    plans[pid] = {**plans[pid], **_reviewed(fact, day)}
                 plan_ratings = ratings.setdefault(pid, {})
                 for progress in fact["outcome_progress"]:
                     plan_ratings[progress["outcome_id"]] = progress["rating"]
                 for impact in fact["intervention_impact"]:
                     iid = impact["intervention_id"]
                     if iid in interventions:
-                        interventions[iid] = {
-                            **interventions[iid],
-                            "impact_rating": impact["impact"],
-                            "keep": impact["keep"],
-                            "rated_on": day,
-                        }
+                        interventions[iid] = {**interventions[iid], **_rated(impact, day)}
     return {
         "school_urn": school_urn,
         "year_group": year_group,
@@ -305,23 +310,14 @@ def _derive_one_more(derived: Doc, fact: Doc, session_log: dict[str, dict[str, l
             if iid in derived["interventions"]:
                 out["interventions"] = {
                     **derived["interventions"],
-                    iid: {
-                        **derived["interventions"][iid],
-                        "ended_on": day,
-                        "end_reason": fact["reason"],
-                        "exit": fact["exit"],
-                    },
+                    iid: {**derived["interventions"][iid], **_ended(fact, day)},
                 }
         case "review_held":
             pid = fact["plan_id"]
             if pid in derived["plans"]:
                 out["plans"] = {
                     **derived["plans"],
-                    pid: {
-                        **derived["plans"][pid],
-                        "reviewed_on": day,
-                        "decision": fact["decision"],
-                    },
+                    pid: {**derived["plans"][pid], **_reviewed(fact, day)},
                 }
             plan_ratings = dict(derived["outcome_ratings"].get(pid, {}))
             for progress in fact["outcome_progress"]:
@@ -333,12 +329,7 @@ def _derive_one_more(derived: Doc, fact: Doc, session_log: dict[str, dict[str, l
                 if iid in interventions:
                     interventions = {
                         **interventions,
-                        iid: {
-                            **interventions[iid],
-                            "impact_rating": impact["impact"],
-                            "keep": impact["keep"],
-                            "rated_on": day,
-                        },
+                        iid: {**interventions[iid], **_rated(impact, day)},
                     }
             out["interventions"] = interventions
     return out
