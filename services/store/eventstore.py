@@ -11,11 +11,17 @@ idempotency checks, sealing and hashing happen before it. Many appends may
 share one transaction (``append_many``) so the cost of the lock is paid once
 per batch, not per command.
 
-Round trips. An append is four: begin, lock the heads (``senflow_lock_heads``,
+Round trips. The locked path is four: begin, lock the heads (``senflow_lock_heads``,
 which also creates new streams' heads and finds stored event ids), write, and
 commit; a retry whose events are stored makes a fifth, to read them. At a light
 load each command is its own transaction, and every round trip is a wake-up of
-this process and of its PostgreSQL backend.
+this process and of its PostgreSQL backend. So the store keeps the heads its own
+appends left (``_KeptHeads``), and an append to kept heads is one round trip
+(``senflow_append_known``, migration 0008): the rows are built from the kept heads
+and the server checks, under the heads' locks, that they have not moved. If one
+has (another process appended), or an event id is already stored, nothing is
+written and the append takes the locked path, the authority on conflicts, retries,
+erasures and new pupils.
 
 Concurrency. Each stream has a head row (``streams``) locked ``FOR UPDATE``
 (in stream-id order, so batches cannot deadlock) while its expected version is
@@ -33,7 +39,8 @@ import asyncio
 import dataclasses
 import gc
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +125,43 @@ class _Batch:
     heads: dict[UUID, _Head] = field(default_factory=dict)
 
 
+KEPT_HEADS = 10_000  # ~0.5 KB each: a few MB at most
+
+
+class _KeptHeads:
+    """The heads this store's committed appends left, least recently used first out.
+
+    Only ever a guess: an append from them is checked by the server under the heads'
+    locks (``senflow_append_known``) and takes the locked path if one moved. They hold
+    the pupils' keys, as the process holds them while it seals anyway; an erasure here
+    forgets the pupil's head, and one elsewhere moves the head, so the check fails.
+    """
+
+    def __init__(self, capacity: int = KEPT_HEADS) -> None:
+        self.capacity = capacity
+        self._heads: OrderedDict[UUID, _Head] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def get(self, stream_id: UUID) -> _Head | None:
+        return self._heads.get(stream_id)
+
+    def keep(self, heads: dict[UUID, _Head]) -> None:
+        for sid, head in heads.items():
+            self._heads[sid] = dataclasses.replace(head)  # a copy: batches move theirs on
+            self._heads.move_to_end(sid)
+        while len(self._heads) > self.capacity:
+            self._heads.popitem(last=False)
+
+    def forget(self, stream_ids: Iterable[UUID]) -> None:
+        for sid in stream_ids:
+            self._heads.pop(sid, None)
+
+
+_HEAD_MOVED = "SF001"  # senflow_append_known: a kept head is no longer the stream's
+
+
 _COLUMNS = (
     "event_id, stream_id, version, event_type, schema_version, occurred_at, recorded_at, "
     "actor_id, actor_role, trust_id, school_urn, correlation_id, causation_id, data, "
@@ -145,6 +189,11 @@ _WRITE = f"""
     )
     SELECT inserted.event_id, inserted.position, woken.sent FROM inserted, woken
 """
+# The same write from kept heads, checked under the heads' locks, in one autocommit call
+# (migration 0008): ``_WRITE``'s parameters, then the heads as kept and their keys.
+_WRITE_KNOWN = "SELECT * FROM senflow_append_known({})".format(
+    ", ".join(f"${i}" for i in range(1, 27))
+)
 _COLUMN_NAMES = [c.strip() for c in _COLUMNS.split(",")]
 _SELECT = f"SELECT position, {_COLUMNS} FROM events"
 
@@ -155,6 +204,10 @@ class EventStore:
         # Imports build one chunk at a time: the first is ready (and its COPY
         # overlaps the next build) in half the time two interleaved builds take.
         self._building = asyncio.Lock()
+        self.heads = _KeptHeads()
+        # Appends by path: "known" (one round trip), "moved" (a kept head had moved or
+        # an id was stored: the locked path took over), "locked".
+        self.paths: Counter[str] = Counter()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -175,17 +228,101 @@ class EventStore:
         others commit together. Pass ``conn`` to append inside a transaction
         the caller already holds (the caller then commits).
         """
-        if conn is not None:
-            return await self._append_in(conn, requests)
-        async with self.pool.acquire() as own, own.transaction():
-            return await self._append_in(own, requests)
-
-    async def _append_in(
-        self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
-    ) -> list[AppendResult | StoreError]:
         for r in requests:
             if not r.events:
                 raise ValueError("an append needs at least one event")
+        if conn is not None:
+            # The caller commits (or not): what these heads will be is unknown till then.
+            self.heads.forget(r.stream_id for r in requests)
+            outcomes, _ = await self._append_in(conn, requests)
+            return outcomes
+        known = self._known_heads(requests)
+        if known is not None:
+            done = await self._append_known(requests, known)
+            if done is not None:
+                self.paths["known"] += 1
+                return done
+            self.paths["moved"] += 1
+        self.paths["locked"] += 1
+        async with self.pool.acquire() as own, own.transaction():
+            outcomes, heads = await self._append_in(own, requests)
+        self.heads.keep(heads)  # committed: these are the streams' heads now
+        return outcomes
+
+    def _known_heads(self, requests: Sequence[AppendRequest]) -> dict[UUID, _Head] | None:
+        """The requests' kept heads, if every request can be written from them: each
+        stream's head is kept, with its key, every expected version is the one the
+        kept heads give, and no event id comes twice. Else None: the locked path."""
+        heads: dict[UUID, _Head] = {}
+        versions: dict[UUID, int] = {}
+        ids: set[UUID] = set()
+        for r in requests:
+            head = heads.get(r.stream_id) or self.heads.get(r.stream_id)
+            if head is None or head.key is None:
+                return None
+            heads[r.stream_id] = head
+            version = versions.get(r.stream_id, head.version)
+            if r.expected_version is not None and r.expected_version != version:
+                return None  # stale, or kept stale: the locked path gives the answer
+            versions[r.stream_id] = version + len(r.events)
+            before = len(ids)
+            ids.update(e.event_id for e in r.events)
+            if len(ids) != before + len(r.events):
+                return None
+        return heads
+
+    async def _append_known(
+        self, requests: Sequence[AppendRequest], known: dict[UUID, _Head]
+    ) -> list[AppendResult | StoreError] | None:
+        """Append from kept heads in one round trip; None if a head moved or an event id
+        is stored already (nothing was written: the locked path takes over)."""
+        recorded_at = datetime.now(UTC)
+        batch, planned, args = self.known_write(requests, known, recorded_at)
+        try:
+            async with self.pool.acquire() as conn:
+                inserted = await conn.fetch(_WRITE_KNOWN, *args)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != _HEAD_MOVED and not isinstance(exc, asyncpg.UniqueViolationError):
+                raise
+            self.heads.forget(known)
+            return None
+        self.heads.keep(batch.heads)
+        outcomes: list[AppendResult | StoreError | None] = [None] * len(requests)
+        _settle_written(outcomes, planned, batch, inserted, recorded_at)
+        return [o for o in outcomes if o is not None]
+
+    def known_write(
+        self, requests: Sequence[AppendRequest], known: dict[UUID, _Head], recorded_at: datetime
+    ) -> tuple[_Batch, list[tuple[int, AppendRequest, int]], list[Any]]:
+        """The rows of ``requests`` from the heads ``known``, and ``_WRITE_KNOWN``'s
+        arguments: the rows, then the heads as they move and as they were known."""
+        batch = _Batch(heads={sid: dataclasses.replace(h) for sid, h in known.items()})
+        planned = []
+        for i, request in enumerate(requests):
+            planned.append((i, request, len(batch.rows)))
+            self._plan(request, batch, recorded_at)
+        order = sorted(known)
+        moved = [batch.heads[sid] for sid in order]
+        was = [known[sid] for sid in order]
+        args = [
+            *zip(*batch.rows, strict=True),
+            NOTIFY_CHANNEL,
+            _APPEND_LOCK,
+            order,
+            [h.version for h in moved],
+            [h.last_hash for h in moved],
+            [h.tenant[0] for h in moved],
+            [h.tenant[1] for h in moved],
+            [h.version for h in was],
+            [h.last_hash for h in was],
+            [h.key for h in was],
+        ]
+        return batch, planned, args
+
+    async def _append_in(
+        self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
+    ) -> tuple[list[AppendResult | StoreError], dict[UUID, _Head]]:
+        """The locked path: the outcomes, and the heads as this transaction leaves them."""
         heads, existing = await self._lock_heads(conn, requests)
         recorded_at = datetime.now(UTC)
         batch = _Batch(heads=heads)
@@ -226,17 +363,7 @@ class EventStore:
                 _APPEND_LOCK,
                 *zip(*heads_moved, strict=True),
             )
-            position_of = {r["event_id"]: r["position"] for r in inserted}
-            for i, request, first in planned:
-                rows = batch.rows[first : first + len(request.events)]
-                outcomes[i] = AppendResult(
-                    stream_id=request.stream_id,
-                    first_version=rows[0][2],
-                    last_version=rows[-1][2],
-                    positions=tuple(position_of[row[0]] for row in rows),
-                    event_ids=tuple(row[0] for row in rows),
-                    recorded_at=recorded_at,
-                )
+            _settle_written(outcomes, planned, batch, inserted, recorded_at)
         for i, j in echoes.items():
             original = outcomes[j]
             outcomes[i] = (
@@ -244,7 +371,7 @@ class EventStore:
                 if isinstance(original, AppendResult)
                 else original
             )
-        return [o for o in outcomes if o is not None]
+        return [o for o in outcomes if o is not None], batch.heads
 
     async def _lock_heads(
         self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]
@@ -330,8 +457,10 @@ class EventStore:
         if not events or events[-1].event_type != "personal_data_erased":
             raise ValueError("erase records events ending with personal_data_erased")
 
+        self.heads.forget([stream_id])  # and never kept again: the key is going
+
         async def run(c: asyncpg.Connection) -> AppendResult:
-            [outcome] = await self._append_in(
+            [outcome], _ = await self._append_in(
                 c, [AppendRequest(stream_id, events, expected_version)]
             )
             if isinstance(outcome, Exception):
@@ -533,6 +662,27 @@ class EventStore:
     async def head_position(self) -> int:
         async with self.pool.acquire() as conn:
             return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+
+
+def _settle_written(
+    outcomes: list[AppendResult | StoreError | None],
+    planned: list[tuple[int, AppendRequest, int]],
+    batch: _Batch,
+    inserted: list[asyncpg.Record],
+    recorded_at: datetime,
+) -> None:
+    """The written requests' results, from the positions the insert returned."""
+    position_of = {r["event_id"]: r["position"] for r in inserted}
+    for i, request, first in planned:
+        rows = batch.rows[first : first + len(request.events)]
+        outcomes[i] = AppendResult(
+            stream_id=request.stream_id,
+            first_version=rows[0][2],
+            last_version=rows[-1][2],
+            positions=tuple(position_of[row[0]] for row in rows),
+            event_ids=tuple(row[0] for row in rows),
+            recorded_at=recorded_at,
+        )
 
 
 async def _pieces(data: bytes, size: int = 1 << 16) -> AsyncIterator[memoryview]:
