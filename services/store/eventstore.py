@@ -39,6 +39,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -133,23 +134,34 @@ class _KeptHeads:
 
     Only ever a guess: an append from them is checked by the server under the heads'
     locks (``senflow_append_known``) and takes the locked path if one moved. They hold
-    the pupils' keys, as the process holds them while it seals anyway; an erasure here
-    forgets the pupil's head, and one elsewhere moves the head, so the check fails.
+    the pupils' keys, as the process holds them while it seals anyway. An erasure in
+    this process leaves a keyless head in every store's (``erased``), which a later
+    keep of an older head cannot overwrite; one in another process moves the head, so
+    the server refuses the kept one, and the key goes when the head is next used or
+    falls out.
     """
 
     def __init__(self, capacity: int = KEPT_HEADS) -> None:
         self.capacity = capacity
         self._heads: OrderedDict[UUID, _Head] = OrderedDict()
+        _EVERY_KEPT.add(self)
 
     def __len__(self) -> int:
         return len(self._heads)
 
     def get(self, stream_id: UUID) -> _Head | None:
-        return self._heads.get(stream_id)
+        head = self._heads.get(stream_id)
+        if head is not None:
+            self._heads.move_to_end(stream_id)
+        return head
 
     def keep(self, heads: dict[UUID, _Head]) -> None:
+        """Keep committed heads; one kept at a later version stays (a slower task's older
+        head must not replace it, nor an erasure's keyless one)."""
         for sid, head in heads.items():
-            self._heads[sid] = dataclasses.replace(head)  # a copy: batches move theirs on
+            kept = self._heads.get(sid)
+            if kept is None or kept.version <= head.version:
+                self._heads[sid] = dataclasses.replace(head)  # a copy: batches move theirs
             self._heads.move_to_end(sid)
         while len(self._heads) > self.capacity:
             self._heads.popitem(last=False)
@@ -158,7 +170,17 @@ class _KeptHeads:
         for sid in stream_ids:
             self._heads.pop(sid, None)
 
+    @staticmethod
+    def erased(stream_id: UUID, version: int) -> None:
+        """A pupil's key destroyed at ``version``: in every store of this process, the
+        head keeps no key (appends take the locked path, which refuses them). Should the
+        erasure roll back after all, that pupil's appends take the locked path here until
+        the head falls out: slower, never wrong."""
+        for kept in list(_EVERY_KEPT):
+            kept.keep({stream_id: _Head(version, None, None, (None, None))})
 
+
+_EVERY_KEPT: weakref.WeakSet[_KeptHeads] = weakref.WeakSet()
 _HEAD_MOVED = "SF001"  # senflow_append_known: a kept head is no longer the stream's
 
 
@@ -228,6 +250,8 @@ class EventStore:
         others commit together. Pass ``conn`` to append inside a transaction
         the caller already holds (the caller then commits).
         """
+        if not requests:
+            return []
         for r in requests:
             if not r.events:
                 raise ValueError("an append needs at least one event")
@@ -244,9 +268,10 @@ class EventStore:
                 return done
             self.paths["moved"] += 1
         self.paths["locked"] += 1
-        async with self.pool.acquire() as own, own.transaction():
-            outcomes, heads = await self._append_in(own, requests)
-        self.heads.keep(heads)  # committed: these are the streams' heads now
+        async with self.pool.acquire() as own:
+            async with own.transaction():
+                outcomes, heads = await self._append_in(own, requests)
+            self.heads.keep(heads)  # committed: the heads now (kept before the release)
         return outcomes
 
     def _known_heads(self, requests: Sequence[AppendRequest]) -> dict[UUID, _Head] | None:
@@ -281,12 +306,12 @@ class EventStore:
         try:
             async with self.pool.acquire() as conn:
                 inserted = await conn.fetch(_WRITE_KNOWN, *args)
+                self.heads.keep(batch.heads)  # committed (kept before the release)
         except asyncpg.PostgresError as exc:
             if exc.sqlstate != _HEAD_MOVED and not isinstance(exc, asyncpg.UniqueViolationError):
                 raise
             self.heads.forget(known)
             return None
-        self.heads.keep(batch.heads)
         outcomes: list[AppendResult | StoreError | None] = [None] * len(requests)
         _settle_written(outcomes, planned, batch, inserted, recorded_at)
         return [o for o in outcomes if o is not None]
@@ -457,7 +482,8 @@ class EventStore:
         if not events or events[-1].event_type != "personal_data_erased":
             raise ValueError("erase records events ending with personal_data_erased")
 
-        self.heads.forget([stream_id])  # and never kept again: the key is going
+        for kept in list(_EVERY_KEPT):  # the key is going: no append may seal with it
+            kept.forget([stream_id])
 
         async def run(c: asyncpg.Connection) -> AppendResult:
             [outcome], _ = await self._append_in(
@@ -470,6 +496,9 @@ class EventStore:
                 "WHERE stream_id = $1 AND key IS NOT NULL",
                 stream_id,
             )
+            # Keyless from here in every store of this process, at the erased version: a
+            # slower append's keep of the head before it cannot bring the key back.
+            _KeptHeads.erased(stream_id, outcome.last_version)
             return outcome
 
         if conn is not None:
