@@ -7,9 +7,9 @@ idempotency keys. It has the ``acquire()`` of an asyncpg pool, so an
 ``EventStore`` built on it works unchanged, behind a second wall.
 
 ``SET ROLE`` survives asyncpg's own reset (``RESET ALL`` leaves the role), so
-pools that hand out trust connections must be created with ``reset=reset_role``
-and ``TrustPool`` resets on release as well: a connection must never go back to
-the pool still wearing another request's trust.
+pools that hand out trust connections must be created with ``reset=reset_role``,
+and ``TrustPool`` resets on release itself on any other pool: a connection must
+never go back to the pool still wearing another request's trust.
 """
 
 from __future__ import annotations
@@ -48,11 +48,20 @@ class TrustPool:
             try:
                 yield conn
             finally:
-                try:
-                    await conn.execute("RESET ROLE; RESET senflow.trust_id")
-                except Exception:
-                    # The pool replaces a terminated connection: never reuse one half-reset.
-                    conn.terminate()
+                if not _pool_resets_role(self.pool):
+                    try:
+                        await conn.execute("RESET ROLE; RESET senflow.trust_id")
+                    except Exception:
+                        # The pool replaces a terminated connection: never reuse one
+                        # half-reset.
+                        conn.terminate()
+
+
+def _pool_resets_role(pool: asyncpg.Pool) -> bool:
+    """Whether the pool's own release hook is ``reset_role`` (the API's pool): a reset of
+    ours would then be a second round trip for nothing. Read from asyncpg's private
+    attribute; should it ever be renamed, the answer is False and we reset ourselves."""
+    return getattr(pool, "_reset", None) is reset_role
 
 
 async def stream_taken(pool: TrustPool | asyncpg.Pool, pupil_id: UUID) -> bool:

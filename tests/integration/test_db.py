@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from senflow.services.store.db import create_pool
-from senflow.services.store.tenancy import API_ROLE, reset_role
+from senflow.services.store.tenancy import API_ROLE, TrustPool, reset_role
 
 pytestmark = pytest.mark.integration
 
@@ -50,5 +51,32 @@ async def test_the_api_pools_reset_drops_the_role_the_trust_and_the_session_stat
                 "SELECT count(*) FROM pg_locks "
                 "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
             )
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("api_pool", [True, False])
+async def test_a_trust_pool_never_hands_a_connection_back_wearing_its_trust(migrated, api_pool):
+    """On the API's pool the pool's own hook resets the role (one round trip, not two);
+    on any other pool ``TrustPool`` resets it itself."""
+    kw = {"reset": reset_role} if api_pool else {}
+    pool = await create_pool(migrated, min_size=1, max_size=1, **kw)
+    statements: list[str] = []
+    try:
+        async with pool.acquire() as conn:
+            login = await conn.fetchval("SELECT current_user")
+
+        def logged(query: asyncpg.connection.LoggedQuery) -> None:
+            statements.append(query.query)
+
+        async with TrustPool(pool, "T1").acquire() as conn:
+            conn.add_query_logger(logged)
+            assert await conn.fetchval("SELECT current_user") == API_ROLE
+        async with pool.acquire() as conn:
+            conn.remove_query_logger(logged)
+            assert await conn.fetchval("SELECT current_user") == login
+            assert not await conn.fetchval("SELECT current_setting('senflow.trust_id', true)")
+        resets = [q for q in statements if q.startswith("RESET ROLE")]
+        assert len(resets) == 1  # exactly one reset of the role on release, whichever did it
     finally:
         await pool.close()
