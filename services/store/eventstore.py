@@ -482,9 +482,6 @@ class EventStore:
         if not events or events[-1].event_type != "personal_data_erased":
             raise ValueError("erase records events ending with personal_data_erased")
 
-        for kept in list(_EVERY_KEPT):  # the key is going: no append may seal with it
-            kept.forget([stream_id])
-
         async def run(c: asyncpg.Connection) -> AppendResult:
             [outcome], _ = await self._append_in(
                 c, [AppendRequest(stream_id, events, expected_version)]
